@@ -46,7 +46,12 @@ def small_cnn(
             nn.MaxPool2d(2),
         ]
         in_ch = out_ch
-    head = [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(in_ch, num_classes)]
+    head = [
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Dropout(dropout),
+        nn.Linear(in_ch, num_classes),
+    ]
     return Normalized(nn.Sequential(*layers, *head), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 
 

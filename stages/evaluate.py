@@ -1,0 +1,151 @@
+"""Stage 3: the best checkpoint on the held-out test split -> metrics, plot data, figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+from sklearn import metrics as skm
+from tqdm import tqdm
+
+from stages.metrics import classification_metrics
+from stages.params import load_params
+from stages.tracking import resume_run
+from stages.training import Classifier, load_classifier
+
+PREPARED = Path("data/prepared")
+CHECKPOINT = Path("models/checkpoints/best.ckpt")
+METRICS = Path("metrics/evaluate.json")
+PLOTS = Path("plots/evaluate")
+
+
+@torch.inference_mode()
+def predict(model: Classifier, images: np.ndarray, batch_size: int, mirror: bool) -> np.ndarray:
+    """Class probabilities for uint8 [N, H, W, 3] images, or for their mirror images."""
+    chunks = []
+    for start in tqdm(range(0, len(images), batch_size), desc="evaluate: predicting", unit="batch"):
+        batch = torch.from_numpy(np.array(images[start : start + batch_size])).permute(0, 3, 1, 2)
+        if mirror:
+            batch = batch.flip(3)
+        chunks.append(model(batch).softmax(1).numpy())
+    return np.concatenate(chunks) if chunks else np.empty((0, len(model.hparams.classes)))
+
+
+def curve_tables(labels: np.ndarray, probs: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """ROC and precision-recall points for the positive (second) class."""
+    fpr, tpr, roc_thr = skm.roc_curve(labels, probs[:, 1])
+    precision, recall, pr_thr = skm.precision_recall_curve(labels, probs[:, 1])
+    roc = pd.DataFrame({"fpr": fpr, "tpr": tpr, "threshold": np.clip(roc_thr, 0, 1)})
+    pr = pd.DataFrame({"recall": recall[:-1], "precision": precision[:-1], "threshold": pr_thr})
+    return roc.round(6), pr.round(6)
+
+
+def confidently_wrong(labels: np.ndarray, probs: np.ndarray, limit: int) -> np.ndarray:
+    """Indices of the misclassified photos, most confident first."""
+    wrong = np.flatnonzero(probs.argmax(1) != labels)
+    return wrong[np.argsort(-probs[wrong].max(1))][:limit]
+
+
+def draw_gallery(
+    images: np.ndarray,
+    labels: np.ndarray,
+    probs: np.ndarray,
+    classes: list[str],
+    path: Path,
+    limit: int,
+) -> int:
+    picks = confidently_wrong(labels, probs, limit)
+    cols = 4
+    rows = max(1, int(np.ceil(len(picks) / cols)))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.6, rows * 2.9), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, index in zip(axes.flat, picks, strict=False):
+        ax.imshow(images[index])
+        guess = probs[index].argmax()
+        ax.set_title(
+            f"true {classes[labels[index]]}\nsaid {classes[guess]} ({probs[index, guess]:.0%})",
+            fontsize=9,
+        )
+    if len(picks) == 0:
+        axes.flat[0].text(0.5, 0.5, "no misclassified test photos", ha="center", va="center")
+    fig.suptitle("Most confidently wrong test photos")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return len(picks)
+
+
+def draw_figures(labels: np.ndarray, probs: np.ndarray, classes: list[str], out: Path) -> None:
+    """Confusion matrix, ROC and PR figures, for the MLflow run."""
+    fig, ax = plt.subplots(figsize=(4, 4))
+    skm.ConfusionMatrixDisplay.from_predictions(
+        labels, probs.argmax(1), display_labels=classes, ax=ax, colorbar=False
+    )
+    fig.tight_layout()
+    fig.savefig(out / "confusion_matrix.png", dpi=90)
+    plt.close(fig)
+    for name, display in (("roc", skm.RocCurveDisplay), ("pr", skm.PrecisionRecallDisplay)):
+        fig, ax = plt.subplots(figsize=(4, 4))
+        display.from_predictions(labels, probs[:, 1], ax=ax, name=f"{classes[1]} vs {classes[0]}")
+        fig.tight_layout()
+        fig.savefig(out / f"{name}.png", dpi=90)
+        plt.close(fig)
+
+
+def main() -> None:
+    cfg = load_params().evaluate
+    if not CHECKPOINT.exists():
+        raise SystemExit(f"{CHECKPOINT} is missing: run the train stage first.")
+    model = load_classifier(CHECKPOINT)
+    classes: list[str] = list(model.hparams.classes)
+    images = np.load(PREPARED / "test_images.npy", mmap_mode="r")
+    labels = np.load(PREPARED / "test_labels.npy")
+    if len(labels) == 0:
+        raise SystemExit("The test split is empty: add photos or raise prepare.split.test.")
+
+    plain = predict(model, images, cfg.batch_size, mirror=False)
+    probs = plain
+    if cfg.tta:  # test-time augmentation: average with the mirrored photo
+        probs = (plain + predict(model, images, cfg.batch_size, mirror=True)) / 2
+    metrics = classification_metrics(labels, probs, classes)
+    metrics["tta"] = bool(cfg.tta)
+    metrics["accuracy_without_tta"] = classification_metrics(labels, plain, classes)["accuracy"]
+
+    PLOTS.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(
+        {"actual": [classes[i] for i in labels], "predicted": [classes[i] for i in probs.argmax(1)]}
+    ).to_csv(PLOTS / "confusion.csv", index=False)
+    roc, pr = curve_tables(labels, probs)
+    roc.to_csv(PLOTS / "roc.csv", index=False)
+    pr.to_csv(PLOTS / "pr.csv", index=False)
+    figures = PLOTS / "figures"
+    figures.mkdir(exist_ok=True)
+    draw_gallery(images, labels, probs, classes, figures / "misclassified.png", cfg.gallery_size)
+    draw_figures(labels, probs, classes, figures)
+    report = skm.classification_report(labels, probs.argmax(1), target_names=classes, digits=4)
+    (figures / "classification_report.txt").write_text(report)
+    METRICS.write_text(json.dumps(metrics, indent=2) + "\n")
+
+    with resume_run():
+        mlflow.log_metrics(
+            {f"test_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
+        )
+        mlflow.log_artifacts(str(figures), "evaluate")
+    print(
+        f"evaluate: test accuracy {metrics['accuracy']:.4f} "
+        f"(without TTA {metrics['accuracy_without_tta']:.4f}), ROC AUC {metrics['roc_auc']:.4f}"
+    )
+    print(report)
+
+
+if __name__ == "__main__":
+    main()
