@@ -44,7 +44,9 @@ class Limits:
 DEFAULT_LIMITS = Limits()
 
 
-def decode(data: bytes, limits: Limits = DEFAULT_LIMITS, draft_size: int | None = None) -> Image.Image:
+def decode(
+    data: bytes, limits: Limits = DEFAULT_LIMITS, draft_size: int | None = None
+) -> Image.Image:
     """Decode bytes into an upright RGB image, or raise ImageError with a reason.
 
     With `draft_size`, a JPEG is decoded directly at a reduced scale (never below
@@ -103,7 +105,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
         arr = np.asarray(img, dtype=np.float64)
         peak = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
         arr8 = np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(arr8, mode="L").convert("RGB")
+        return Image.fromarray(arr8).convert("RGB")
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):

@@ -137,14 +137,16 @@ def main() -> None:
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     onnx_path = out / "model.onnx"
-    export_onnx(served, size, onnx_path, int(cfg.opset))
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    candidate = out / "model.onnx.unproven"  # becomes model.onnx only once proven
+    export_onnx(served, size, candidate, int(cfg.opset))
+    session = ort.InferenceSession(str(candidate), providers=["CPUExecutionProvider"])
 
     images = np.load(PREPARED / "test_images.npy", mmap_mode="r")
     labels = np.load(PREPARED / "test_labels.npy")
     worst = prove_agreement(
         served, session, images[: int(cfg.compare_photos)], float(cfg.tolerance)
     )
+    candidate.replace(onnx_path)
     probs = onnx_predict(session, images)
     test_metrics = classification_metrics(labels, probs, classes)
 

@@ -2,34 +2,145 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import sqlite3
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import onnxruntime as ort
 import pandas as pd
+import pytest
 import torch
 
-from serving.imaging import to_batch
+from serving.imaging import load, to_batch
+from stages.export import Served, export_onnx, prove_agreement
+from stages.models import small_cnn
+from stages.training import load_classifier
+from tests.conftest import run
+
+DECLARED_FILES = [
+    "data/prepared/manifest.csv",
+    "data/prepared/train_images.npy",
+    "models/checkpoints/best.ckpt",
+    "models/checkpoints/mlflow_run.json",
+    "metrics/prepare.json",
+    "metrics/train.json",
+    "metrics/evaluate.json",
+    "metrics/export.json",
+    "plots/train/history.csv",
+    "plots/evaluate/confusion.csv",
+    "plots/evaluate/roc.csv",
+    "plots/evaluate/pr.csv",
+    "plots/evaluate/figures/misclassified.png",
+    "plots/evaluate/figures/confusion_matrix.png",
+    "models/export/model.onnx",
+    "models/export/model.json",
+    "dvc.lock",
+]
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
 
 
 def test_every_declared_output_exists(pipeline_repo: Path) -> None:
-    for path in [
-        "data/prepared/manifest.csv",
-        "data/prepared/train_images.npy",
-        "models/checkpoints/best.ckpt",
-        "metrics/prepare.json",
-        "metrics/train.json",
-        "metrics/evaluate.json",
-        "metrics/export.json",
-        "plots/train/history.csv",
-        "plots/evaluate/confusion.csv",
-        "plots/evaluate/roc.csv",
-        "plots/evaluate/pr.csv",
-        "plots/evaluate/figures/misclassified.png",
-        "models/export/model.onnx",
-        "models/export/model.json",
-        "dvc.lock",
-    ]:
-        assert (pipeline_repo / path).is_file(), path
+    missing = [p for p in DECLARED_FILES if not (pipeline_repo / p).is_file()]
+    assert not missing
+    assert not (pipeline_repo / "models/export/model.onnx.unproven").exists()
+
+
+def test_a_second_repro_has_nothing_to_do(pipeline_repo: Path) -> None:
+    out = run(["dvc", "repro"], pipeline_repo).stdout
+    assert "Running stage" not in out
+    assert "up to date" in out
+
+
+def test_metrics_are_sane(pipeline_repo: Path) -> None:
+    prepare = read_json(pipeline_repo / "metrics/prepare.json")
+    assert prepare["kept"] == 400 and prepare["skipped"] == 0
+    train = read_json(pipeline_repo / "metrics/train.json")
+    assert 1 <= train["epochs"] <= 3 and 0.5 < train["val_acc"] <= 1
+    history = pd.read_csv(pipeline_repo / "plots/train/history.csv")
+    assert list(history["epoch"]) == list(range(train["epochs"]))
+    assert history[["train_loss", "val_loss", "train_acc", "val_acc"]].notna().all().all()
+    evaluate = read_json(pipeline_repo / "metrics/evaluate.json")
+    for key in ("accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc"):
+        assert 0.7 < evaluate[key] <= 1, key  # a pretrained model beats chance easily
+    assert 0 < evaluate["log_loss"] < 1
+    assert set(evaluate["per_class"]) == {"cat", "dog"}
+    confusion = pd.read_csv(pipeline_repo / "plots/evaluate/confusion.csv")
+    assert len(confusion) == evaluate["n"]
+    assert read_json(pipeline_repo / "metrics/export.json")["onnx_max_abs_diff"] < 1e-4
+
+
+def test_bundle_manifest_follows_the_contract(bundle_dir: Path, pipeline_repo: Path) -> None:
+    manifest = read_json(bundle_dir / "model.json")
+    digest = hashlib.sha256((bundle_dir / "model.onnx").read_bytes()).hexdigest()
+    assert manifest["sha256"] == digest and manifest["version"] == digest[:12]
+    assert manifest["classes"] == ["cat", "dog"]
+    assert manifest["input"]["size"] == 128 and manifest["output"]["kind"] == "probabilities"
+    assert manifest["data_version"] == "untracked"  # the test copy has no data/raw.dvc
+    head = run(["git", "rev-parse", "HEAD"], pipeline_repo).stdout.strip()
+    assert manifest["git_revision"] == head
+    reference = manifest["reference"]
+    assert sum(reference["class_shares"].values()) == pytest.approx(1, abs=1e-5)
+    assert sum(reference["confidence_histogram"]["counts"]) == reference["n"]
+    assert sum(reference["brightness_histogram"]["counts"]) == reference["n"]
+    assert 0.7 < manifest["metrics"]["accuracy"] <= 1
+
+
+def test_onnx_bundle_agrees_with_pytorch_on_real_photos(
+    pipeline_repo: Path, bundle_dir: Path, fullres_photos: list[tuple[Path, str]]
+) -> None:
+    classifier = load_classifier(pipeline_repo / "models/checkpoints/best.ckpt")
+    batch = to_batch([load(path.read_bytes(), 128) for path, _ in fullres_photos])
+    with torch.inference_mode():
+        expected = classifier.net(torch.from_numpy(batch)).softmax(1).numpy()
+    session = ort.InferenceSession(str(bundle_dir / "model.onnx"))
+    actual = session.run(None, {"image": batch})[0]
+    assert np.abs(actual - expected).max() < 1e-4
+    labels = [["cat", "dog"].index(label) for _, label in fullres_photos]
+    assert (actual.argmax(1) == labels).mean() >= 0.7  # real uploads, mostly right
+
+
+def test_mlflow_has_the_run_its_metrics_and_the_registered_model(pipeline_repo: Path) -> None:
+    run_id = read_json(pipeline_repo / "models/checkpoints/mlflow_run.json")["run_id"]
+    assert read_json(pipeline_repo / "models/export/model.json")["mlflow_run_id"] == run_id
+    with sqlite3.connect(pipeline_repo / "mlflow.db") as db:
+        metrics = {
+            row[0] for row in db.execute("SELECT key FROM metrics WHERE run_uuid=?", (run_id,))
+        }
+        params = {
+            row[0] for row in db.execute("SELECT key FROM params WHERE run_uuid=?", (run_id,))
+        }
+        versions = db.execute(
+            "SELECT version, run_id FROM model_versions WHERE name='cats-dogs-classifier'"
+        ).fetchall()
+        tags = dict(
+            db.execute(
+                "SELECT key, value FROM model_version_tags WHERE name='cats-dogs-classifier'"
+            )
+        )
+    assert {
+        "train_loss_epoch",
+        "val_acc",
+        "test_accuracy",
+        "onnx_test_accuracy",
+        "lr-AdamW",
+    } <= metrics
+    assert {"model.name", "optimizer.lr", "trainer.max_epochs"} <= params
+    assert (1, run_id) in [(int(v), r) for v, r in versions]
+    assert tags["data_version"] == "untracked" and len(tags["git_revision"]) == 40
+
+
+def test_export_refuses_a_graph_that_disagrees_with_pytorch(tmp_path: Path) -> None:
+    model = Served(small_cnn(2, channels=(8,)), tta=False).eval()
+    export_onnx(model, 32, tmp_path / "m.onnx", opset=18)
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"))
+    images = np.random.default_rng(0).integers(0, 255, (4, 32, 32, 3), dtype=np.uint8)
+    assert prove_agreement(model, session, images, tolerance=1e-4) < 1e-4
+    with torch.no_grad():
+        model.net.net[-1].bias += 5.0  # PyTorch now says something else than the ONNX file
+    with pytest.raises(SystemExit, match="disagree"):
+        prove_agreement(model, session, images, tolerance=1e-4)

@@ -1,0 +1,74 @@
+"""Configuration: params.yaml is conf/ composed, every model builds, pretrained weights load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from stages.models import efficientnet_lite0, pretrained_lite0_state_dict, rename_lite0_key
+from stages.training import build_model
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml"))
+
+
+def composed(overrides: list[str] | None = None) -> dict:
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
+        return OmegaConf.to_container(compose("config", overrides=overrides or []), resolve=True)
+
+
+def test_params_yaml_equals_the_composition_of_conf() -> None:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert params == composed(), (
+        "params.yaml is stale: run `dvc exp run` (which composes conf/) or regenerate it"
+    )
+
+
+def test_every_stage_param_section_exists() -> None:
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    params = composed()
+    for name, stage in stages.items():
+        for key in stage.get("params", []):
+            assert key in params, f"stage {name} declares unknown param {key}"
+
+
+@pytest.mark.parametrize("model_name", MODELS)
+def test_every_model_choice_builds_and_runs_forward(model_name: str) -> None:
+    assert {"cnn", "efficientnet_lite0"} <= set(MODELS)
+    cfg = composed([f"model={model_name}"])
+    net = build_model(cfg["model"], num_classes=2).eval()
+    with torch.inference_mode():
+        out = net(torch.rand(3, 3, 96, 96))
+    assert out.shape == (3, 2) and torch.isfinite(out).all()
+    optimizer = instantiate(cfg["optimizer"])(net.parameters())
+    scheduler = instantiate(cfg["scheduler"])(optimizer, total_steps=10)
+    scheduler.step()
+
+
+def test_pretrained_weights_load_strictly_and_recognise_photos(shared_data: Path) -> None:
+    import timm
+
+    net = timm.create_model("efficientnet_lite0", pretrained=False)
+    state = pretrained_lite0_state_dict(net)
+    assert set(state) == set(net.state_dict())
+    net.load_state_dict(state, strict=True)
+    model = efficientnet_lite0(num_classes=2, pretrained=True, frozen_blocks=4)
+    frozen = [p.requires_grad for p in model.net.blocks[3].parameters()]
+    assert not any(frozen) and all(p.requires_grad for p in model.net.blocks[4].parameters())
+
+
+def test_key_renaming_follows_timm_stages() -> None:
+    depths = [1, 2, 2, 3, 3, 4, 1]
+    assert rename_lite0_key("_conv_stem.weight", depths) == "conv_stem.weight"
+    assert rename_lite0_key("_blocks.0._project_conv.weight", depths) == "blocks.0.0.conv_pw.weight"
+    assert rename_lite0_key("_blocks.3._expand_conv.weight", depths) == "blocks.2.0.conv_pw.weight"
+    assert rename_lite0_key("_blocks.15._bn2.bias", depths) == "blocks.6.0.bn3.bias"
+    assert rename_lite0_key("_fc.weight", depths) == "classifier.weight"
+    with pytest.raises(KeyError):
+        rename_lite0_key("_mystery.weight", depths)
