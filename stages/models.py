@@ -7,6 +7,7 @@ carries its own preprocessing and the service cannot drift from training.
 from __future__ import annotations
 
 import re
+from itertools import pairwise
 
 import timm
 import torch
@@ -32,25 +33,27 @@ class Normalized(nn.Module):
 def small_cnn(
     num_classes: int, channels: tuple[int, ...] = (32, 64, 128, 256), dropout: float = 0.3
 ) -> nn.Module:
-    """A from-scratch baseline: conv-BN-ReLU blocks, global pooling, linear head."""
-    layers: list[nn.Module] = []
-    in_ch = 3
-    for out_ch in channels:
-        layers += [
-            nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False),
+    """A from-scratch baseline: a strided stem, then conv-BN-ReLU-pool blocks.
+
+    The stem and an early pool bring the input to a quarter of its size at once, which
+    keeps the cost near 0.2 GFLOPs per 224 px photo, so it trains on a CPU in minutes.
+    """
+
+    def block(in_ch: int, out_ch: int, stride: int = 1) -> list[nn.Module]:
+        return [
+            nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False),
             nn.BatchNorm2d(out_ch),
             nn.ReLU(inplace=True),
-            nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False),
-            nn.BatchNorm2d(out_ch),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(2),
         ]
-        in_ch = out_ch
+
+    layers = [*block(3, channels[0], stride=2), nn.MaxPool2d(2)]
+    for in_ch, out_ch in pairwise(channels):
+        layers += [*block(in_ch, out_ch), nn.MaxPool2d(2)]
     head = [
         nn.AdaptiveAvgPool2d(1),
         nn.Flatten(),
         nn.Dropout(dropout),
-        nn.Linear(in_ch, num_classes),
+        nn.Linear(channels[-1], num_classes),
     ]
     return Normalized(nn.Sequential(*layers, *head), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 
