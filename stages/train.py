@@ -30,7 +30,8 @@ def main() -> None:
     L.seed_everything(cfg["seed"], workers=True)
     if trainer_cfg["accelerator"] == "cpu":
         torch.set_num_threads(int(trainer_cfg["threads"]))
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    for noise in (".*does not have many workers.*", ".*exists and is not empty.*", ".*LeafSpec.*"):
+        warnings.filterwarnings("ignore", noise)
 
     prepared_dir = Path("data/prepared")
     data = PreparedData(prepared_dir, **cfg["data"])

@@ -1,9 +1,9 @@
 """Shared fixtures: the real sample photographs and a real pipeline run on a few hundred of them.
 
 The `pipeline_repo` fixture copies the project into a temporary folder, puts a small
-sample of the shared photographs in data/raw, shrinks the settings in params.yaml and
-runs `dvc repro` there: the same four stages a user runs, so `bundle_dir` is a bundle
-made by the project's own export code from a briefly fine-tuned model.
+sample of the shared photographs in data/raw and runs `dvc exp run` there with small
+settings: the same four stages a user runs, so `bundle_dir` is a bundle made by the
+project's own export code from a briefly fine-tuned model.
 """
 
 from __future__ import annotations
@@ -16,22 +16,23 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CATSDOGS_SHARED", ROOT.parent / "shared")).resolve()
 SAMPLE_PER_CLASS = 200
 
-# Small settings: seconds per stage on two CPU cores, still a useful model.
-SMALL_PARAMS = {
-    ("prepare", "image_size"): 128,
-    ("prepare", "split"): {"train": 0.6, "val": 0.2, "test": 0.2},
-    ("data", "batch_size"): 32,
-    ("trainer", "max_epochs"): 3,
-    ("trainer", "patience"): 2,
-    ("evaluate", "gallery_size"): 8,
-    ("export", "compare_photos"): 32,
-}
+# Small settings, as Hydra overrides: seconds per stage on two CPU cores, still a useful model.
+SMALL_OVERRIDES = [
+    "prepare.image_size=128",
+    "prepare.split.train=0.6",
+    "prepare.split.val=0.2",
+    "prepare.split.test=0.2",
+    "data.batch_size=32",
+    "trainer.max_epochs=3",
+    "evaluate.gallery_size=8",
+    "export.compare_photos=32",
+]
+EXPERIMENT_NAME = "small-sample"
 
 
 def venv_env() -> dict[str, str]:
@@ -83,13 +84,6 @@ def copy_project(dest: Path) -> None:
         shutil.copy2(ROOT / name, target)
 
 
-def shrink_params(path: Path) -> None:
-    params = yaml.safe_load(path.read_text())
-    for (section, key), value in SMALL_PARAMS.items():
-        params[section][key] = value
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-
-
 def run(cmd: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
     result = subprocess.run(
         cmd, cwd=cwd, env=venv_env(), capture_output=True, text=True, timeout=timeout
@@ -103,7 +97,11 @@ def run(cmd: list[str], cwd: Path, timeout: float = 600) -> subprocess.Completed
 
 @pytest.fixture(scope="session")
 def pipeline_repo(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
-    """A copy of the project after a real `dvc repro` on 2 x 200 shared photos."""
+    """A copy of the project after a real `dvc exp run` on 2 x 200 shared photos.
+
+    `dvc exp run -S` composes conf/ with the overrides into params.yaml (Hydra), then
+    reproduces all four stages, exactly as a user's experiment does.
+    """
     repo = tmp_path_factory.mktemp("pipeline") / "repo"
     copy_project(repo)
     for label in ("cat", "dog"):
@@ -111,11 +109,12 @@ def pipeline_repo(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -
         target.mkdir(parents=True)
         for photo in sorted((shared_data / "cats_dogs" / label).glob("*.jpg"))[:SAMPLE_PER_CLASS]:
             shutil.copy2(photo, target / photo.name)
-    shrink_params(repo / "params.yaml")
     run(["git", "init", "-q"], repo)
     run(["git", "add", "-A"], repo)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "test copy"], repo)
-    repo.joinpath("pipeline.log").write_text(run(["dvc", "repro"], repo, timeout=900).stdout)
+    overrides = [arg for override in SMALL_OVERRIDES for arg in ("-S", override)]
+    experiment = ["dvc", "exp", "run", "--name", EXPERIMENT_NAME, *overrides]
+    repo.joinpath("pipeline.log").write_text(run(experiment, repo, timeout=900).stdout)
     return repo
 
 

@@ -12,12 +12,13 @@ import onnxruntime as ort
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from serving.imaging import load, to_batch
 from stages.export import Served, export_onnx, prove_agreement
 from stages.models import small_cnn
 from stages.training import load_classifier
-from tests.conftest import run
+from tests.conftest import EXPERIMENT_NAME, run
 
 DECLARED_FILES = [
     "data/prepared/manifest.csv",
@@ -48,6 +49,13 @@ def test_every_declared_output_exists(pipeline_repo: Path) -> None:
     missing = [p for p in DECLARED_FILES if not (pipeline_repo / p).is_file()]
     assert not missing
     assert not (pipeline_repo / "models/export/model.onnx.unproven").exists()
+
+
+def test_params_yaml_holds_the_experiment_overrides(pipeline_repo: Path) -> None:
+    params = yaml.safe_load((pipeline_repo / "params.yaml").read_text())
+    assert params["prepare"]["image_size"] == 128 and params["trainer"]["max_epochs"] == 3
+    shown = run(["dvc", "exp", "show", "--csv"], pipeline_repo).stdout
+    assert EXPERIMENT_NAME in shown and "accuracy" in shown
 
 
 def test_a_second_repro_has_nothing_to_do(pipeline_repo: Path) -> None:
@@ -114,6 +122,7 @@ def test_mlflow_has_the_run_its_metrics_and_the_registered_model(pipeline_repo: 
         params = {
             row[0] for row in db.execute("SELECT key FROM params WHERE run_uuid=?", (run_id,))
         }
+        (run_name,) = db.execute("SELECT name FROM runs WHERE run_uuid=?", (run_id,)).fetchone()
         versions = db.execute(
             "SELECT version, run_id FROM model_versions WHERE name='cats-dogs-classifier'"
         ).fetchall()
@@ -130,6 +139,7 @@ def test_mlflow_has_the_run_its_metrics_and_the_registered_model(pipeline_repo: 
         "lr-AdamW",
     } <= metrics
     assert {"model.name", "optimizer.lr", "trainer.max_epochs"} <= params
+    assert run_name == EXPERIMENT_NAME  # runs are named after the DVC experiment
     assert (1, run_id) in [(int(v), r) for v, r in versions]
     assert tags["data_version"] == "untracked" and len(tags["git_revision"]) == 40
 
