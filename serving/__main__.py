@@ -1,0 +1,56 @@
+"""`python -m serving`: uvicorn with the settings from the environment and a drain timeout."""
+
+from __future__ import annotations
+
+import signal
+from types import FrameType
+from typing import Any
+
+import uvicorn
+
+from serving.settings import Settings
+
+
+def uvicorn_log_config(level: str) -> dict[str, Any]:
+    """uvicorn's own lines (start, stop, errors) as JSON too, so stdout is all JSON lines."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "serving.logs.JsonFormatter"}},
+        "handlers": {
+            "stdout": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "stream": "ext://sys.stdout",
+            }
+        },
+        "loggers": {
+            "uvicorn": {"handlers": ["stdout"], "level": level.upper(), "propagate": False},
+            "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
+        },
+    }
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
+def main() -> None:
+    settings = Settings.from_env()
+    # uvicorn drains on SIGTERM, then restores this handler and re-raises the signal:
+    # exiting 0 here (instead of dying by the signal) marks the shutdown as a clean one.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    uvicorn.run(
+        "serving.app:app",
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+        log_config=uvicorn_log_config(settings.log_level),
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+        proxy_headers=True,
+    )
+
+
+if __name__ == "__main__":
+    main()

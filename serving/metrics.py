@@ -1,0 +1,67 @@
+"""Prometheus metrics of the service, in their own registry.
+
+Label values are bounded: routes are templates (`/v2/models/{name}/infer`, never a raw
+path), reasons and classes come from fixed lists. docs/serving.md lists every name.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+
+# `*_created` series double the output and no dashboard uses them.
+disable_created_metrics()
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+INFERENCE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+CONFIDENCE_BUCKETS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.99, 1.0)
+
+
+class Metrics:
+    """Every metric the service exports; one instance per app (tests build many apps)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "http_requests", "HTTP requests by route template, method and status.",
+            ["route", "method", "status"], registry=r,
+        )  # fmt: skip
+        self.request_duration = Histogram(
+            "http_request_duration_seconds", "Time from request start to response end.",
+            ["route"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.in_flight = Gauge("http_requests_in_flight", "Requests being handled now.", registry=r)
+        self.inference_duration = Histogram(
+            "inference_duration_seconds", "ONNX Runtime time per batch.",
+            buckets=INFERENCE_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.batch_size = Histogram(
+            "inference_batch_size", "Images per ONNX Runtime call.",
+            buckets=BATCH_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.predictions = Counter(
+            "predictions", "Predictions by predicted class.", ["label"], registry=r
+        )
+        self.confidence = Histogram(
+            "prediction_confidence", "Probability of the predicted class.",
+            buckets=CONFIDENCE_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.rejected = Counter(
+            "rejected_inputs", "Inputs refused, by reason.", ["reason"], registry=r
+        )
+        self.model_info = Gauge(
+            "model_info", "The loaded model bundle (value 1).", ["version", "name"], registry=r
+        )
+        self.drift_psi = Gauge(
+            "model_drift_psi", "Population stability index of recent traffic vs the reference.",
+            ["feature"], registry=r,
+        )  # fmt: skip
+        self.live_accuracy = Gauge(
+            "model_live_accuracy", "Accuracy on feedback received since start (NaN: none).",
+            registry=r,
+        )  # fmt: skip
+        self.live_accuracy.set(float("nan"))
+        self.feedback = Counter(
+            "feedback", "Feedback records stored, by true label.", ["label"], registry=r
+        )

@@ -1,0 +1,111 @@
+"""Request and response shapes, for validation and for the OpenAPI page at /docs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class ErrorOut(BaseModel):
+    error: str = Field(description="What went wrong, for people.")
+    reason: str = Field(description="Stable machine-readable code, e.g. `too_large`.")
+    request_id: str | None = None
+
+
+class PredictionOut(BaseModel):
+    label: str
+    probabilities: dict[str, float] = Field(description="Probability of each class.")
+    confidence: float = Field(description="Probability of the predicted class.")
+    model_version: str
+    request_id: str
+    inference_ms: float = Field(description="ONNX Runtime time of the batch it ran in.")
+
+
+class ImageIn(BaseModel):
+    image: str = Field(
+        description="Base64 of the encoded image; a `data:image/...;base64,` prefix is accepted."
+    )
+
+
+class BatchItemOut(BaseModel):
+    index: int
+    filename: str | None
+    ok: bool
+    request_id: str | None = None
+    label: str | None = None
+    probabilities: dict[str, float] | None = None
+    confidence: float | None = None
+    inference_ms: float | None = None
+    model_version: str | None = None
+    error: str | None = None
+    reason: str | None = None
+    status: int | None = Field(None, description="HTTP status this photo alone would get.")
+
+
+class BatchOut(BaseModel):
+    request_id: str
+    model_version: str
+    count: int
+    results: list[BatchItemOut]
+
+
+class ExplanationOut(BaseModel):
+    method: str = "occlusion"
+    target: str = Field(description="The class explained (the predicted one).")
+    grid_size: int
+    cell_px: float
+    base_probability: float
+    grid: list[list[float]] = Field(
+        description="Drop of the target's probability when each cell is greyed out (row-major)."
+    )
+    overlay_png_base64: str = Field(description="The model input with the heat overlaid, PNG.")
+
+
+class ExplainOut(PredictionOut):
+    explanation: ExplanationOut
+
+
+class HealthOut(BaseModel):
+    status: str
+    model_loaded: bool
+    model_version: str | None
+    timestamp: str
+
+
+class FeedbackIn(BaseModel):
+    request_id: str = Field(min_length=1, max_length=128)
+    label: str = Field(min_length=1, max_length=64)
+
+
+class FeedbackOut(BaseModel):
+    request_id: str
+    label: str
+    predicted_label: str
+    correct: bool
+    stored: bool = Field(description="False when the same feedback was already stored.")
+
+
+class StatsOut(BaseModel):
+    predictions: int
+    per_class: dict[str, int]
+    average_confidence: float | None
+    average_inference_ms: float | None
+    uptime_s: float
+    model_version: str | None
+    queued_images: int
+
+
+class ModelInfoOut(BaseModel):
+    name: str
+    version: str
+    architecture: str | None
+    classes: list[str]
+    input: dict[str, Any]
+    output: dict[str, Any] | None
+    metrics: dict[str, Any]
+    data_version: str | None
+    git_revision: str | None
+    mlflow_run_id: str | None
+    created_at: str | None
+    sha256: str | None
