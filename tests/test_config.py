@@ -48,7 +48,9 @@ def test_every_model_choice_builds_and_runs_forward(model_name: str) -> None:
     assert out.shape == (3, 2) and torch.isfinite(out).all()
     optimizer = instantiate(cfg["optimizer"])(net.parameters())
     scheduler = instantiate(cfg["scheduler"])(optimizer, total_steps=10)
+    optimizer.step()
     scheduler.step()
+    assert optimizer.param_groups[0]["lr"] > 0
 
 
 def test_pretrained_weights_load_strictly_and_recognise_photos(shared_data: Path) -> None:
