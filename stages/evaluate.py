@@ -132,7 +132,6 @@ def main() -> None:
     draw_gallery(images, labels, probs, classes, figures / "misclassified.png", cfg.gallery_size)
     draw_figures(labels, probs, classes, figures)
     report = skm.classification_report(labels, probs.argmax(1), target_names=classes, digits=4)
-    (figures / "classification_report.txt").write_text(report)
     METRICS.write_text(json.dumps(metrics, indent=2) + "\n")
 
     with resume_run():
@@ -140,6 +139,7 @@ def main() -> None:
             {f"test_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
         )
         mlflow.log_artifacts(str(figures), "evaluate")
+        mlflow.log_text(report, "evaluate/classification_report.txt")
     print(
         f"evaluate: test accuracy {metrics['accuracy']:.4f} "
         f"(without TTA {metrics['accuracy_without_tta']:.4f}), ROC AUC {metrics['roc_auc']:.4f}"

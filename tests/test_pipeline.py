@@ -154,3 +154,17 @@ def test_export_refuses_a_graph_that_disagrees_with_pytorch(tmp_path: Path) -> N
         model.net.net[-1].bias[0] += 5.0  # PyTorch now favours "cat"; the ONNX file does not
     with pytest.raises(SystemExit, match="disagree"):
         prove_agreement(model, session, images, tolerance=1e-4)
+
+
+def test_dvc_plots_show_renders_every_plot(pipeline_repo: Path, tmp_path: Path) -> None:
+    result = run(["dvc", "plots", "show", "-o", str(tmp_path / "plots")], pipeline_repo)
+    assert "failed to load" not in result.stdout + result.stderr
+    page = (tmp_path / "plots" / "index.html").read_text()
+    for title in (
+        "Loss per epoch",
+        "Accuracy per epoch",
+        "Confusion matrix",
+        "ROC",
+        "misclassified",
+    ):
+        assert title in page, title
