@@ -286,7 +286,7 @@ async def model_info(request: Request) -> JSONResponse:
     model = service_of(request).model
     if model is None:
         raise ApiError(503, "not_ready", "No model is loaded.")
-    raw = model.manifest.raw
+    raw = model.manifest.model_dump()
     keys = ("architecture", "output", "data_version", "git_revision", "mlflow_run_id")
     body: dict[str, Any] = {
         "name": model.manifest.name,
@@ -335,7 +335,7 @@ def publish_drift(service: Service) -> None:
     try:
         labels, confidences, brightness = (list(col) for col in zip(*service.recent, strict=True))
         report = drift.drift_report(
-            reference=service.model.manifest.raw.get("reference", {}),
+            reference=service.model.manifest.reference.model_dump(),
             labels=labels,
             confidences=confidences,
             brightness=brightness,

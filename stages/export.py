@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from serving.bundle import BundleManifest, InputSpec, OutputSpec
 from serving.imaging import to_batch
 from stages.metrics import classification_metrics
 from stages.params import load_params
@@ -152,44 +153,37 @@ def main() -> None:
 
     digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
     with resume_run() as run:
-        manifest = {
-            "name": cfg.registered_name,
-            "version": digest[:12],
-            "model_file": onnx_path.name,
-            "sha256": digest,
-            "architecture": classifier.hparams.model.get("name", "unknown"),
-            "classes": classes,
-            "input": {
-                "name": "image",
-                "dtype": "float32",
-                "layout": "NCHW",
-                "shape": ["N", 3, size, size],
-                "size": size,
-                "color": "RGB",
-                "range": [0.0, 1.0],
-                "preprocessing": (
+        manifest = BundleManifest(
+            name=cfg.registered_name,
+            version=digest[:12],
+            model_file=onnx_path.name,
+            sha256=digest,
+            architecture=classifier.hparams.model.get("name", "unknown"),
+            classes=classes,
+            input=InputSpec(
+                shape=["N", 3, size, size],
+                size=size,
+                preprocessing=(
                     "serving.imaging.load: decode to upright RGB, resize the shorter side to "
                     "size (bilinear, antialiased), centre-crop size x size"
                 ),
-            },
-            "output": {
-                "name": "probabilities",
-                "kind": "probabilities",
-                "shape": ["N", len(classes)],
-            },
-            "tta": bool(cfg.tta),
+            ),
+            output=OutputSpec(shape=["N", len(classes)]),
+            tta=bool(cfg.tta),
+            precision="fp32",
+            accuracy={"fp32": test_metrics["accuracy"], "served": test_metrics["accuracy"]},
             # The served graph's own figures on the test split, and the evaluate stage's.
-            "metrics": {k: v for k, v in test_metrics.items() if k != "per_class"},
-            "evaluation": json.loads(EVALUATION.read_text()) if EVALUATION.exists() else {},
-            "data_version": json.loads((PREPARED / "meta.json").read_text()).get(
+            metrics={k: v for k, v in test_metrics.items() if k != "per_class"},
+            evaluation=json.loads(EVALUATION.read_text()) if EVALUATION.exists() else {},
+            data_version=json.loads((PREPARED / "meta.json").read_text()).get(
                 "data_version", "unknown"
             ),
-            "git_revision": git_revision(),
-            "mlflow_run_id": run.info.run_id,
-            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "reference": reference_statistics(probs, images, classes),
-        }
-        (out / "model.json").write_text(json.dumps(manifest, indent=2) + "\n")
+            git_revision=git_revision(),
+            mlflow_run_id=run.info.run_id,
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            reference=reference_statistics(probs, images, classes),
+        )
+        manifest.write(out)
         export_metrics = {
             "onnx_test_accuracy": test_metrics["accuracy"],
             "onnx_test_f1_macro": test_metrics["f1_macro"],
@@ -208,9 +202,11 @@ def main() -> None:
         client = mlflow.MlflowClient()
         version = str(info.registered_model_version)
         for key in ("data_version", "git_revision", "version"):
-            client.set_model_version_tag(cfg.registered_name, version, key, manifest[key])
+            client.set_model_version_tag(
+                cfg.registered_name, version, key, getattr(manifest, key)
+            )
     print(
-        f"export: {onnx_path} ({export_metrics['onnx_size_mb']} MB, version {manifest['version']}), "
+        f"export: {onnx_path} ({export_metrics['onnx_size_mb']} MB, version {manifest.version}), "
         f"ONNX test accuracy {test_metrics['accuracy']:.4f}, max |ONNX - PyTorch| {worst:.1e}, "
         f"registered as {cfg.registered_name} v{version}"
     )

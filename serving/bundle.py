@@ -1,0 +1,124 @@
+"""The model bundle contract: one typed definition of `model.json`, torch-free.
+
+`stages/export.py` builds a `BundleManifest` and writes it; the service reads it back with
+`BundleManifest.read`. Both sides use this module, so the contract cannot drift between
+them. docs/bundle.md describes each field for people.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+MANIFEST_FILE = "model.json"
+
+
+class BundleError(RuntimeError):
+    """The bundle is missing, inconsistent, or its model file was altered."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputSpec(_Strict):
+    """The graph's input: RGB pixels in [0, 1], NCHW, after the image contract's resize."""
+
+    name: str = "image"
+    dtype: Literal["float32"] = "float32"
+    layout: Literal["NCHW"] = "NCHW"
+    shape: list[int | str]
+    size: int = Field(gt=0)
+    color: Literal["RGB"] = "RGB"
+    range: tuple[float, float] = (0.0, 1.0)
+    preprocessing: str
+
+
+class OutputSpec(_Strict):
+    """The graph's output: class probabilities (the softmax is inside the graph)."""
+
+    name: str = "probabilities"
+    kind: Literal["probabilities"] = "probabilities"
+    shape: list[int | str]
+
+
+class Histogram(_Strict):
+    edges: list[float]
+    counts: list[int]
+
+
+class Reference(_Strict):
+    """What normal traffic looks like (the served graph on the test split), for drift."""
+
+    n: int
+    class_shares: dict[str, float]
+    confidence_histogram: Histogram
+    brightness_histogram: Histogram
+
+
+class BundleManifest(_Strict):
+    """`model.json`: what the service needs to load, verify, describe and monitor a model."""
+
+    name: str
+    version: str = Field(min_length=1)
+    model_file: str = "model.onnx"
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    architecture: str
+    classes: list[str] = Field(min_length=2)
+    input: InputSpec
+    output: OutputSpec
+    tta: bool = False
+    precision: Literal["fp32", "int8"] = "fp32"
+    # Test-split accuracy of the float graph and of the served graph (equal for fp32).
+    accuracy: dict[str, float] = Field(default_factory=dict)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    evaluation: dict[str, Any] = Field(default_factory=dict)
+    data_version: str = "unknown"
+    git_revision: str = "unknown"
+    mlflow_run_id: str = ""
+    created_at: str
+    reference: Reference
+
+    @property
+    def size(self) -> int:
+        return self.input.size
+
+    @classmethod
+    def read(cls, model_dir: Path) -> BundleManifest:
+        """Parse and validate `model_dir/model.json`, or raise BundleError saying why."""
+        path = Path(model_dir) / MANIFEST_FILE
+        try:
+            return cls.model_validate_json(path.read_bytes())
+        except FileNotFoundError as exc:
+            raise BundleError(f"No model manifest at {path}: run `dvc repro` (export).") from exc
+        except ValidationError as exc:
+            raise BundleError(f"{path} does not match the bundle contract: {exc}") from exc
+
+    def write(self, model_dir: Path) -> Path:
+        path = Path(model_dir) / MANIFEST_FILE
+        path.write_text(self.model_dump_json(indent=2) + "\n")
+        return path
+
+    def verified_model_file(self, model_dir: Path) -> Path:
+        """The ONNX file, after checking that it hashes to `sha256`."""
+        model_file = Path(model_dir) / self.model_file
+        if not model_file.is_file():
+            raise BundleError(f"No model file at {model_file}.")
+        actual = file_sha256(model_file)
+        if actual != self.sha256:
+            raise BundleError(
+                f"{model_file} has SHA-256 {actual[:12]}…, the manifest says {self.sha256[:12]}…;"
+                " refusing a model file that is not the exported one."
+            )
+        return model_file
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
