@@ -1,0 +1,72 @@
+"""What the store keeps per prediction and per feedback, as plain typed records."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class PredictionRecord:
+    """One answered prediction, as the monitoring report needs it (no image bytes)."""
+
+    request_id: str
+    ts: float  # UNIX seconds
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+    model_version: str
+    latency_ms: float | None = None
+    inference_ms: float | None = None
+    width: int | None = None
+    height: int | None = None
+    brightness: float | None = None
+    sha256: str | None = None
+    correlation_id: str | None = None
+    replica: str | None = None
+
+    COLUMNS = (
+        "request_id", "correlation_id", "ts", "label", "confidence", "probabilities",
+        "latency_ms", "inference_ms", "model_version", "width", "height", "brightness",
+        "sha256", "replica",
+    )  # fmt: skip
+
+    def row(self) -> tuple:
+        """Values in `COLUMNS` order (probabilities as JSON text)."""
+        values = {**self.__dict__, "probabilities": json.dumps(self.probabilities)}
+        return tuple(values[name] for name in self.COLUMNS)
+
+    @classmethod
+    def from_row(cls, row: tuple) -> PredictionRecord:
+        values = dict(zip(cls.COLUMNS, row, strict=True))
+        values["probabilities"] = json.loads(values["probabilities"] or "{}")
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class FeedbackOutcome:
+    """What /feedback answers: the stored (or already stored) true label of a prediction."""
+
+    request_id: str
+    label: str
+    predicted_label: str
+    stored: bool  # False: the same label was already stored (idempotent repeat)
+
+    @property
+    def correct(self) -> bool:
+        return self.label == self.predicted_label
+
+
+@dataclass
+class Window:
+    """The newest predictions (all replicas) and labelled ones, for live gauges."""
+
+    labels: list[str] = field(default_factory=list)
+    confidences: list[float] = field(default_factory=list)
+    brightness: list[float | None] = field(default_factory=list)
+    labelled: int = 0
+    correct: int = 0
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.labelled if self.labelled else float("nan")

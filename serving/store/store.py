@@ -1,0 +1,179 @@
+"""The store of predictions and feedback that every replica shares.
+
+Predictions go through the batching writer (never blocking a request); feedback is one
+transaction that either stores the label or changes nothing. Look-ups use the primary
+key, never a scan. Blocking calls: run them in a worker thread, not on the event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+
+from prometheus_client import CollectorRegistry
+
+from serving.store.config import StoreConfig
+from serving.store.database import Database, StoreError
+from serving.store.metrics import StoreMetrics
+from serving.store.records import FeedbackOutcome, PredictionRecord, Window
+from serving.store.writer import PredictionWriter
+
+log = logging.getLogger("serving.store")
+
+REPLICA = f"{socket.gethostname()}:{os.getpid()}"
+
+
+class UnknownPrediction(LookupError):
+    """No prediction with this request id is stored (or waiting to be)."""
+
+
+class LabelConflict(Exception):
+    """A different true label is already stored for this prediction."""
+
+    def __init__(self, existing: str) -> None:
+        super().__init__(existing)
+        self.existing = existing
+
+
+class Store:
+    """Predictions and true labels of every replica, in SQLite or PostgreSQL."""
+
+    def __init__(self, config: StoreConfig, registry: CollectorRegistry | None = None) -> None:
+        self.config = config
+        self.db = Database(config)
+        self.metrics = StoreMetrics(registry)
+        self.writer = PredictionWriter(self.db, config, self.metrics.written.inc, self._count_loss)
+        self.metrics.watch(lambda: self.writer.queued, lambda: float(self.writer.available))
+        self._schema_ready = False
+        self._schema_lock = threading.Lock()
+        self._window = Window()
+        self._window_at = float("-inf")
+        self._window_lock = threading.Lock()
+
+    def _count_loss(self, reason: str, n: int) -> None:
+        self.metrics.lost.labels(reason=reason).inc(n)
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Start the writer and create the schema; a store that is down is retried later."""
+        try:
+            self.ensure_schema()
+        except StoreError as exc:
+            self.writer.available, self.writer.last_error = False, str(exc)
+            log.error("Store not reachable at start: %s", exc, extra={"fields": {"event": "store"}})
+        self.writer.start()
+        log.info("Store: %s", self.config.describe(), extra={"fields": {"event": "store"}})
+
+    def ensure_schema(self) -> None:
+        if self._schema_ready:
+            return
+        with self._schema_lock:
+            if not self._schema_ready:
+                self.db.migrate()
+                self._schema_ready = True
+
+    def close(self) -> None:
+        """Write what is queued (bounded by the retry time), then close the connections."""
+        self.writer.stop(timeout=self.config.retry_s + 5.0)
+        self.db.close()
+
+    def status(self) -> dict[str, object]:
+        return {
+            "store": self.config.describe(),
+            "available": self.writer.available,
+            "queued": self.writer.queued,
+            "error": self.writer.last_error or None,
+        }
+
+    # -- predictions --------------------------------------------------------------------
+
+    def record(self, record: PredictionRecord) -> bool:
+        """Queue a prediction for writing (never blocks); False when it was dropped."""
+        if record.replica is None:
+            record = PredictionRecord(**{**record.__dict__, "replica": REPLICA})
+        return self.writer.submit(record)
+
+    def prediction(self, request_id: str) -> PredictionRecord | None:
+        """The stored prediction, after writing it first if it is still queued here."""
+        if not self.writer.wait_written(request_id, self.config.feedback_wait_s):
+            raise StoreError("unavailable", "The prediction is not written yet; retry shortly.")
+        self.ensure_schema()
+        columns = ", ".join(PredictionRecord.COLUMNS)
+        with self.db.transaction() as cur:
+            sql = f"SELECT {columns} FROM predictions WHERE request_id = ?"
+            row = cur.execute(sql, (request_id,)).fetchone()
+        return PredictionRecord.from_row(row) if row else None
+
+    # -- feedback -----------------------------------------------------------------------
+
+    def add_feedback(self, request_id: str, label: str) -> FeedbackOutcome:
+        """Store the one true label of a prediction, atomically.
+
+        Raises UnknownPrediction (no such id), LabelConflict (another label is stored)
+        or StoreError (the store is down or full: nothing was stored).
+        """
+        if not self.writer.wait_written(request_id, self.config.feedback_wait_s):
+            raise StoreError("unavailable", "The prediction is not written yet; retry shortly.")
+        self.ensure_schema()
+        with self.db.transaction() as cur:
+            sql = "SELECT label FROM predictions WHERE request_id = ?"
+            row = cur.execute(sql, (request_id,)).fetchone()
+            if row is None:
+                raise UnknownPrediction(request_id)
+            predicted = row[0]
+            cur.execute(
+                "INSERT INTO feedback (request_id, label, correct, ts, replica) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING",
+                (request_id, label, int(label == predicted), time.time(), REPLICA),
+            )
+            if cur.rowcount == 1:
+                return FeedbackOutcome(request_id, label, predicted, stored=True)
+            sql = "SELECT label FROM feedback WHERE request_id = ?"
+            existing = cur.execute(sql, (request_id,)).fetchone()[0]
+        if existing != label:
+            raise LabelConflict(existing)
+        return FeedbackOutcome(request_id, label, predicted, stored=False)
+
+    # -- live window --------------------------------------------------------------------
+
+    def window(self) -> Window:
+        """The newest `window` predictions and labels of all replicas, cached a few seconds.
+
+        When the store is down the last window read is returned (the gauges go stale
+        rather than blank); `prediction_store_up` tells which.
+        """
+        with self._window_lock:
+            if time.monotonic() - self._window_at < self.config.window_ttl_s:
+                return self._window
+            try:
+                self._window = self._read_window()
+            except StoreError as exc:
+                log.warning("Live window not read: %s", exc)
+            self._window_at = time.monotonic()
+            return self._window
+
+    def _read_window(self) -> Window:
+        self.ensure_schema()
+        n = self.config.window
+        with self.db.transaction() as cur:
+            rows = cur.execute(
+                "SELECT label, confidence, brightness FROM predictions ORDER BY ts DESC LIMIT ?",
+                (n,),
+            ).fetchall()
+            labelled, correct = cur.execute(
+                "SELECT count(*), coalesce(sum(correct), 0) FROM "
+                "(SELECT correct FROM feedback ORDER BY ts DESC LIMIT ?) AS recent",
+                (n,),
+            ).fetchone()
+        rows.reverse()  # oldest first, as the traffic came
+        return Window(
+            labels=[r[0] for r in rows],
+            confidences=[r[1] for r in rows],
+            brightness=[r[2] for r in rows],
+            labelled=int(labelled),
+            correct=int(correct),
+        )
