@@ -5,184 +5,20 @@
     # a shifted run: only cats, darkened (add --grayscale for colourless photos)
     python scripts/simulate_traffic.py --only-class cat --darken 0.35 --count 40
 
-The folder holds either one subfolder per class (`cat/`, `Dog/`: the name, lower-cased, is
-the label) or Kaggle-style flat files (`cat.12.jpg`: the label is the name before the
-first dot). Prints a JSON summary with what the client itself saw (sent, answered,
-correct), so the monitoring report can be checked against it.
+The same as `python -m monitoring simulate` (monitoring/traffic.py holds the code);
+prints a JSON summary of what the client itself saw.
 """
 
 from __future__ import annotations
 
-import argparse
-import io
-import json
-import os
-import random
 import sys
-import time
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-from PIL import Image, ImageEnhance, ImageOps
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run from a checkout whether or not the project is installed
+    sys.path.insert(0, str(ROOT))
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
-
-
-@dataclass(frozen=True)
-class Photo:
-    path: Path
-    label: str
-
-
-def collect_photos(folder: Path) -> list[Photo]:
-    """Labelled photos in `folder`: class subfolders and/or flat `label.N.ext` files.
-
-    Labels are lower-cased so `Cat/`, `CAT.1.jpg` and `cat.1.jpg` agree with the
-    model's class names. Files whose label cannot be told are skipped.
-    """
-    if not folder.is_dir():
-        raise FileNotFoundError(f"No such folder: {folder}")
-    photos: list[Photo] = []
-    for entry in sorted(folder.iterdir()):
-        if entry.is_dir() and not entry.name.startswith("."):
-            label = entry.name.lower()
-            photos += [
-                Photo(p, label)
-                for p in sorted(entry.rglob("*"))
-                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-            ]
-        elif entry.is_file() and entry.suffix.lower() in IMAGE_SUFFIXES:
-            stem = entry.name.split(".")[0]
-            if stem and entry.name.count(".") >= 2:  # label.N.ext
-                photos.append(Photo(entry, stem.lower()))
-    return photos
-
-
-def shift_image(data: bytes, grayscale: bool, darken: float | None) -> bytes:
-    """Apply the simulated input shift and re-encode as JPEG (quality 90)."""
-    with Image.open(io.BytesIO(data)) as opened:
-        img = ImageOps.exif_transpose(opened).convert("RGB")
-    if grayscale:
-        img = img.convert("L").convert("RGB")
-    if darken is not None:
-        img = ImageEnhance.Brightness(img).enhance(darken)
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=90)
-    return buf.getvalue()
-
-
-def plan(photos: list[Photo], count: int | None, only_class: str | None, seed: int) -> list[Photo]:
-    """The photos to send, in a shuffled order; cycles through them when `count` is larger."""
-    if only_class:
-        photos = [p for p in photos if p.label == only_class.lower()]
-    if not photos:
-        raise ValueError("No labelled photos to send (check --data and --only-class).")
-    rng = random.Random(seed)
-    order = photos[:]
-    rng.shuffle(order)
-    count = len(order) if count is None else count
-    return [order[i % len(order)] for i in range(count)]
-
-
-def simulate(args: argparse.Namespace) -> dict:
-    """Send the planned photos at `args.rate` per second; post feedback for a share of them."""
-    photos = plan(collect_photos(args.data), args.count, args.only_class, args.seed)
-    rng = random.Random(args.seed + 1)
-    headers = {"X-API-Key": args.api_key} if args.api_key else {}
-    shifted = args.grayscale or args.darken is not None
-    stats = {
-        "sent": 0,
-        "answered": 0,
-        "errors": 0,
-        "correct": 0,
-        "feedback_sent": 0,
-        "feedback_errors": 0,
-        "by_true_label": {},
-        "error_samples": [],
-    }
-    start = time.monotonic()
-    with httpx.Client(base_url=args.url.rstrip("/"), headers=headers, timeout=args.timeout) as cl:
-        for i, photo in enumerate(photos):
-            if args.rate > 0:
-                delay = start + i / args.rate - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-            data = photo.path.read_bytes()
-            if shifted:
-                data = shift_image(data, args.grayscale, args.darken)
-            stats["sent"] += 1
-            stats["by_true_label"][photo.label] = stats["by_true_label"].get(photo.label, 0) + 1
-            try:
-                resp = cl.post("/predict", files={"file": (photo.path.name, data, "image/jpeg")})
-            except httpx.HTTPError as exc:
-                _error(stats, f"{photo.path.name}: {exc!r}")
-                continue
-            if resp.status_code != 200:
-                _error(stats, f"{photo.path.name}: HTTP {resp.status_code} {resp.text[:200]}")
-                continue
-            body = resp.json()
-            stats["answered"] += 1
-            stats["correct"] += int(body.get("label") == photo.label)
-            if rng.random() >= args.feedback_share or not body.get("request_id"):
-                continue
-            try:
-                fb = cl.post(
-                    "/feedback", json={"request_id": body["request_id"], "label": photo.label}
-                )
-                ok = fb.status_code in (200, 201, 204)
-            except httpx.HTTPError:
-                ok = False
-            stats["feedback_sent" if ok else "feedback_errors"] += 1
-    stats["seconds"] = round(time.monotonic() - start, 3)
-    stats["accuracy_seen"] = stats["correct"] / stats["answered"] if stats["answered"] else None
-    return stats
-
-
-def _error(stats: dict, message: str) -> None:
-    stats["errors"] += 1
-    if len(stats["error_samples"]) < 5:
-        stats["error_samples"].append(message)
-
-
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    default_data = Path(__file__).resolve().parents[2] / "shared" / "data" / "fullres"
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--url", default=os.environ.get("SERVICE_URL", "http://127.0.0.1:8000"))
-    ap.add_argument(
-        "--data", type=Path, default=default_data, help="class subfolders or label.N.jpg files"
-    )
-    ap.add_argument("--rate", type=float, default=5.0, help="requests per second (0: no pause)")
-    ap.add_argument("--count", type=int, default=None, help="requests (default: each photo once)")
-    ap.add_argument(
-        "--feedback-share",
-        type=float,
-        default=1.0,
-        help="share of answered requests whose true label is posted (0 to 1)",
-    )
-    ap.add_argument("--only-class", default=None, help="shift: send only this class")
-    ap.add_argument("--grayscale", action="store_true", help="shift: drop colour")
-    ap.add_argument(
-        "--darken", type=float, default=None, help="shift: brightness factor, e.g. 0.35"
-    )
-    ap.add_argument("--api-key", default=os.environ.get("API_KEY"), help="[env API_KEY]")
-    ap.add_argument("--timeout", type=float, default=30.0)
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
-    if not 0.0 <= args.feedback_share <= 1.0:
-        ap.error("--feedback-share must be between 0 and 1")
-    if args.darken is not None and args.darken <= 0:
-        ap.error("--darken must be positive")
-    return args
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    stats = simulate(args)
-    print(json.dumps(stats, indent=2))
-    return 1 if stats["answered"] == 0 else 0
-
+from monitoring.cli import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["simulate", *sys.argv[1:]]))

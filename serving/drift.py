@@ -1,7 +1,7 @@
 """Drift of live traffic against the bundle's reference, as population stability indices.
 
 Pure NumPy on purpose: the service imports this module at /metrics scrape time and its
-image carries no pandas or SciPy. The monitoring report (`serving.monitor`) uses the same
+image carries no pandas or SciPy. The offline report (`monitoring`) uses the same
 functions, so the gauge and the report compute a figure the same way.
 
 PSI = sum over bins of (live share - reference share) * ln(live share / reference share).
@@ -89,32 +89,6 @@ def finite(values: Iterable[float | None]) -> np.ndarray:
     """The finite numbers among `values` (None and NaN are missing measurements)."""
     out = [float(v) for v in values if v is not None and math.isfinite(float(v))]
     return np.asarray(out, dtype=np.float64)
-
-
-def noise_level(
-    reference_counts: Sequence[float],
-    n_live: int,
-    quantile: float = 0.95,
-    draws: int = 400,
-    seed: int = 0,
-) -> float | None:
-    """The PSI that sampling alone exceeds with probability 1 - `quantile`.
-
-    Both samples are redrawn from the reference's own distribution (the reference is a
-    finite test split, the live window a finite sample) and their PSI taken, `draws`
-    times. A figure below this level is indistinguishable from noise at that size; it
-    shrinks roughly as (bins - 1) / n. For the report, not the scrape path.
-    """
-    ref = np.asarray(reference_counts, dtype=np.float64)
-    n_ref = round(float(ref.sum()))
-    if n_live <= 0 or n_ref <= 0:
-        return None
-    shares = ref / ref.sum()
-    rng = np.random.default_rng(seed)
-    refs = rng.multinomial(n_ref, shares, size=draws)
-    lives = rng.multinomial(n_live, shares, size=draws)
-    values = [psi(r, v) for r, v in zip(refs, lives, strict=True)]
-    return float(np.quantile(values, quantile))
 
 
 def level(value: float, warn: float = PSI_WARN, alert: float = PSI_ALERT) -> str:

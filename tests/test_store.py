@@ -24,32 +24,15 @@ from serving.store import (
     StoreError,
     UnknownPrediction,
 )
-from tests.helpers.postgres import PostgresServer, postgres_bindir
+from tests.helpers.postgres import PostgresServer, new_database, running_postgres
 
-BINDIR = postgres_bindir()
 _ids = itertools.count()
 
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[PostgresServer]:
-    if BINDIR is None:
-        pytest.skip("no PostgreSQL server binaries (apt-get install postgresql)")
-    server = PostgresServer(BINDIR)
-    server.start()
-    try:
+    with running_postgres() as server:
         yield server
-    finally:
-        server.remove()
-
-
-def _new_database(server: PostgresServer) -> str:
-    """A fresh, empty database on `server`; its URL."""
-    import psycopg
-
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server.url, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    return server.url.rsplit("/", 1)[0] + f"/{name}"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -57,7 +40,7 @@ def config(request: pytest.FixtureRequest, tmp_path: Path) -> StoreConfig:
     """Small limits so bounds show quickly; one fresh store per test on each database."""
     url = ""
     if request.param == "postgresql":
-        url = _new_database(request.getfixturevalue("postgres"))
+        url = new_database(request.getfixturevalue("postgres"))
     return StoreConfig(
         database_url=url,
         path=tmp_path / "store.sqlite3",
@@ -97,7 +80,7 @@ def _lost(store: Store, reason: str) -> float:
     return store.metrics.lost.labels(reason=reason)._value.get()
 
 
-def _wait_until(condition, timeout: float = 15.0) -> None:  # noqa: ANN001
+def _wait_until(condition, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "condition not reached in time"
@@ -267,7 +250,7 @@ def test_sqlite_store_full_loses_predictions_counted_and_refuses_feedback(
 def test_postgres_down_then_back_loses_only_what_it_counted(
     postgres: PostgresServer, tmp_path: Path
 ) -> None:
-    url = _new_database(postgres)
+    url = new_database(postgres)
     store = _open(
         StoreConfig(database_url=url, batch_size=8, flush_ms=20, retry_s=0.5, timeout_s=2)
     )
@@ -301,5 +284,6 @@ def test_postgres_down_then_back_loses_only_what_it_counted(
         assert all(store.prediction(r.request_id) for r in before)
         assert not any(store.prediction(r.request_id) for r in during)
     finally:
-        postgres.start() if postgres.process.poll() is not None else None
+        if postgres.process is None or postgres.process.poll() is not None:
+            postgres.start()  # the module's other tests need it running
         store.close()

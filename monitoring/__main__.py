@@ -1,0 +1,7 @@
+"""`python -m monitoring report ...`: see monitoring.cli."""
+
+import sys
+
+from monitoring.cli import main
+
+sys.exit(main())
