@@ -1,42 +1,32 @@
-"""Monitoring: PSI drift, the report's figures, the traffic simulator, and the whole loop
-(real server, real photos, feedback, report, shifted traffic) end to end."""
+"""Monitoring: PSI drift, the report's figures from the shared store (SQLite and a real
+PostgreSQL), the traffic simulator, and the whole loop (real server, real photos,
+feedback, report, shifted traffic) end to end."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
-import re
 import subprocess
 import sys
-from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 from PIL import Image
 
-from serving import drift, monitor
+from monitoring import cli, traffic
+from monitoring.classification import classification_metrics
+from monitoring.drift_stats import noise_level
+from monitoring.timewindow import parse_moment, parse_time
+from serving import drift
+from serving.store import LabelConflict, PredictionRecord, Store, StoreConfig, UnknownPrediction
+from tests.helpers.photos import FULLRES_DIR, SAMPLE_DIR
+from tests.helpers.postgres import new_database, running_postgres
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_script(name: str):
-    """scripts/ is not a package: load the simulator from its file."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-sim = _load_script("simulate_traffic")
-SHARED = ROOT.parent / "shared" / "data"
-FULLRES = SHARED / "fullres"
-CATS_DOGS = SHARED / "cats_dogs"
+FULLRES = FULLRES_DIR
+CATS_DOGS = SAMPLE_DIR
 
 
 # ---------------------------------------------------------------- PSI
@@ -130,7 +120,7 @@ def test_noise_level_is_what_pure_sampling_noise_rarely_exceeds() -> None:
     rng = np.random.default_rng(7)  # fresh draws, not the function's own
     levels = []
     for n in (30, 100, 300):
-        level = drift.noise_level(ref, n)
+        level = noise_level(ref, n)
         levels.append(level)
         noise = [
             drift.psi(rng.multinomial(sum(ref), shares), rng.multinomial(n, shares))
@@ -138,7 +128,7 @@ def test_noise_level_is_what_pure_sampling_noise_rarely_exceeds() -> None:
         ]
         assert 0.01 <= np.mean(np.asarray(noise) > level) <= 0.12, n
     assert levels[0] > levels[1] > levels[2]
-    assert drift.noise_level(ref, 0) is None
+    assert noise_level(ref, 0) is None
 
 
 def test_min_samples_defaults_to_100_and_the_environment_overrides_it() -> None:
@@ -154,88 +144,94 @@ def test_min_samples_defaults_to_100_and_the_environment_overrides_it() -> None:
 # ---------------------------------------------------------------- the report, by hand
 
 T = "2026-11-26T10:0{}:00+00:00"
+MANIFEST = {
+    "name": "cats-dogs-classifier",
+    "version": "abc123def456",
+    "classes": ["cat", "dog"],
+    "reference": {
+        "n": 10,
+        "class_shares": {"cat": 0.8, "dog": 0.2},
+        "confidence_histogram": {"edges": [0.5, 0.75, 1.0], "counts": [2, 8]},
+        "brightness_histogram": {"edges": [0.0, 0.5, 1.0], "counts": [5, 5]},
+    },
+}
 
 
-def _prediction(rid: str, minute: int, label: str, conf: float, ms: float, bright: float) -> dict:
-    probs = {label: conf, ("dog" if label == "cat" else "cat"): round(1 - conf, 6)}
-    return {
-        "request_id": rid,
-        "time": T.format(minute),
-        "label": label,
-        "probabilities": probs,
-        "confidence": conf,
-        "latency_ms": ms,
-        "model_version": "abc123def456",
-        "image": {"width": 400, "height": 300, "brightness": bright, "sha256": "0" * 64},
-    }
+def _prediction(rid: str, minute: int, label: str, conf: float, ms: float, bright: float):
+    other = "dog" if label == "cat" else "cat"
+    return PredictionRecord(
+        request_id=rid,
+        ts=parse_time(T.format(minute)).timestamp(),
+        label=label,
+        confidence=conf,
+        probabilities={label: conf, other: round(1 - conf, 6)},
+        model_version="abc123def456",
+        latency_ms=ms,
+        width=400,
+        height=300,
+        brightness=bright,
+        sha256="0" * 64,
+    )
 
 
-def _write_jsonl(path: Path, records: list[dict], extra: str = "") -> None:
-    path.write_text("".join(json.dumps(r) + "\n" for r in records) + extra, encoding="utf-8")
-
-
-@pytest.fixture
-def small_logs(tmp_path: Path) -> dict[str, Path]:
-    """Six predictions in the window over a rotated log, with feedback for five of them.
+def _fill(config: StoreConfig) -> None:
+    """Six predictions in the window, feedback for five of them, through the real store.
 
     id  label conf  latency  brightness  true label
     r1  cat   0.90   10      0.15        cat
     r2  cat   0.80   20      0.25        dog
     r3  dog   0.95   30      0.35        dog
-    r4  dog   0.70   40      0.45        cat   (an earlier feedback said dog: the last wins)
-    r5  dog   0.99   50      0.55        dog
+    r4  dog   0.70   40      0.45        cat   (a later, different label is refused: 409)
+    r5  dog   0.99   50      0.55        dog   (sent twice: stored once)
     r6  cat   0.60  100      0.65        -
-    r0 is before the window; a damaged line and a repeated r3 must be ignored.
+    r0 is before the window; a second write of r3 (a retried batch) is stored once.
     """
-    old = tmp_path / "predictions.jsonl.1"
-    current = tmp_path / "predictions.jsonl"
+    store = Store(config)
+    store.open()
     r0 = _prediction("r0", 0, "cat", 0.99, 5000, 0.9)
-    r0["time"] = "2026-11-26T09:00:00Z"
-    _write_jsonl(
-        old,
-        [
-            r0,
-            _prediction("r1", 0, "cat", 0.90, 10, 0.15),
-            _prediction("r2", 1, "cat", 0.80, 20, 0.25),
-            _prediction("r3", 2, "dog", 0.95, 30, 0.35),
-        ],
-    )
-    _write_jsonl(
-        current,
-        [
-            _prediction("r3", 2, "dog", 0.95, 30, 0.35),
-            _prediction("r4", 3, "dog", 0.70, 40, 0.45),
-            _prediction("r5", 4, "dog", 0.99, 50, 0.55),
-            _prediction("r6", 5, "cat", 0.60, 100, 0.65),
-        ],
-        extra='{"request_id": "r7", "time": "2026-11-26T10:0',  # cut short by a crash
-    )
-    feedback = tmp_path / "feedback.jsonl"
-    fb = [("r1", "cat"), ("r2", "dog"), ("r4", "dog"), ("r3", "dog"), ("r4", "cat")]
-    fb += [("r5", "dog"), ("r5", "dog"), ("unknown-id", "cat")]
-    _write_jsonl(feedback, [{"request_id": r, "label": lab, "time": T.format(9)} for r, lab in fb])
-    manifest = {
-        "name": "cats-dogs-classifier",
-        "version": "abc123def456",
-        "classes": ["cat", "dog"],
-        "reference": {
-            "n": 10,
-            "class_shares": {"cat": 0.8, "dog": 0.2},
-            "confidence_histogram": {"edges": [0.5, 0.75, 1.0], "counts": [2, 8]},
-            "brightness_histogram": {"edges": [0.0, 0.5, 1.0], "counts": [5, 5]},
-        },
-    }
+    r0 = PredictionRecord(**{**r0.__dict__, "ts": parse_time("2026-11-26T09:00:00Z").timestamp()})
+    rows = [
+        r0,
+        _prediction("r1", 0, "cat", 0.90, 10, 0.15),
+        _prediction("r2", 1, "cat", 0.80, 20, 0.25),
+        _prediction("r3", 2, "dog", 0.95, 30, 0.35),
+        _prediction("r3", 2, "dog", 0.95, 30, 0.35),
+        _prediction("r4", 3, "dog", 0.70, 40, 0.45),
+        _prediction("r5", 4, "dog", 0.99, 50, 0.55),
+        _prediction("r6", 5, "cat", 0.60, 100, 0.65),
+    ]
+    try:
+        for row in rows:
+            store.record(row)
+        for rid, label in [("r1", "cat"), ("r2", "dog"), ("r4", "cat"), ("r3", "dog")]:
+            assert store.add_feedback(rid, label).stored
+        with pytest.raises(LabelConflict):
+            store.add_feedback("r4", "dog")
+        assert store.add_feedback("r5", "dog").stored
+        assert not store.add_feedback("r5", "dog").stored
+        with pytest.raises(UnknownPrediction):
+            store.add_feedback("unknown-id", "cat")
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def small_store(tmp_path: Path) -> dict[str, Path]:
+    """The hand-computed case in a SQLite store, and a bundle folder with its model.json."""
+    store = tmp_path / "store.sqlite3"
+    _fill(StoreConfig(path=store, flush_ms=10))
     model_dir = tmp_path / "bundle"
     model_dir.mkdir()
-    (model_dir / "model.json").write_text(json.dumps(manifest), encoding="utf-8")
-    return {"predictions": current, "feedback": feedback, "model_dir": model_dir}
+    (model_dir / "model.json").write_text(json.dumps(MANIFEST), encoding="utf-8")
+    return {"store": store, "model_dir": model_dir}
 
 
-def _monitor_args(logs: dict[str, Path], out_dir: Path, *extra: str) -> list[str]:
+def _monitor_args(src: dict[str, Path], out_dir: Path, *extra: str) -> list[str]:
     return [
-        "--predictions", str(logs["predictions"]),
-        "--feedback", str(logs["feedback"]),
-        "--model-dir", str(logs["model_dir"]),
+        "report",
+        "--store", str(src["store"]),
+        "--database-url", "",
+        "--model-dir", str(src["model_dir"]),
         "--since", "2026-11-26T09:30:00Z",
         "--until", "2026-11-26T11:00:00Z",
         "--out", str(out_dir / "report.json"),
@@ -245,18 +241,18 @@ def _monitor_args(logs: dict[str, Path], out_dir: Path, *extra: str) -> list[str
     ]  # fmt: skip
 
 
-def test_report_figures_match_a_hand_computed_case(small_logs: dict, tmp_path: Path) -> None:
-    args = monitor.parse_args(
-        _monitor_args(small_logs, tmp_path / "out", "--min-samples", "5", "--min-labelled", "5")
+def test_report_figures_match_a_hand_computed_case(small_store: dict, tmp_path: Path) -> None:
+    args = cli.parse_args(
+        _monitor_args(small_store, tmp_path / "out", "--min-samples", "5", "--min-labelled", "5")
     )
-    report = monitor.run(args)
+    report = cli.run(args)
     assert json.loads((tmp_path / "out" / "report.json").read_text()) == {
         k: v for k, v in report.items() if k != "artifacts"
     }
-    assert report["counts"]["predictions"] == 6  # r1..r6; r0 outside, r3 once, r7 damaged
+    assert report["counts"]["predictions"] == 6  # r1..r6; r0 outside, r3 once
     assert report["counts"]["labelled"] == 5
     assert report["counts"]["unlabelled"] == 1
-    assert report["sources"]["damaged_lines"] == 1
+    assert report["sources"]["store"] == f"sqlite:{small_store['store']}"
 
     perf = report["performance"]
     # Rows true, columns predicted: true cat -> r1 cat, r4 dog; true dog -> r2 cat, r3, r5 dog.
@@ -316,7 +312,7 @@ def test_metrics_agree_with_scikit_learn() -> None:
     classes = ["cat", "dog", "fox"]
     y_true = rng.choice(classes, 200).tolist()
     y_pred = [t if rng.random() < 0.7 else rng.choice(classes) for t in y_true]
-    ours = monitor.classification_metrics(y_true, y_pred, classes)
+    ours = classification_metrics(y_true, y_pred, classes)
     p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=classes, zero_division=0)
     assert [ours["precision"][c] for c in classes] == pytest.approx(p.tolist())
     assert [ours["recall"][c] for c in classes] == pytest.approx(r.tolist())
@@ -328,7 +324,7 @@ def test_metrics_agree_with_scikit_learn() -> None:
     # as in scikit-learn over the labels present.
     pairs = [(t, p) for t, p in zip(y_true, y_pred, strict=True) if "fox" not in (t, p)]
     y_true, y_pred = [t for t, _ in pairs], [p for _, p in pairs]
-    ours = monitor.classification_metrics(y_true, y_pred, classes)
+    ours = classification_metrics(y_true, y_pred, classes)
     assert ours["f1"]["fox"] is None and ours["precision"]["fox"] is None
     p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, average="macro")
     assert (ours["precision_macro"], ours["recall_macro"], ours["f1_macro"]) == pytest.approx(
@@ -336,9 +332,9 @@ def test_metrics_agree_with_scikit_learn() -> None:
     )
 
 
-def test_cli_appends_history_and_draws_the_plot(small_logs: dict, tmp_path: Path) -> None:
+def test_cli_appends_history_and_draws_the_plot(small_store: dict, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "serving.monitor", *_monitor_args(small_logs, out)]
+    cmd = [sys.executable, "-m", "monitoring", *_monitor_args(small_store, out)]
     for _ in range(2):
         done = subprocess.run(
             [*cmd, "--min-labelled", "5"], cwd=ROOT, capture_output=True, text=True, timeout=120
@@ -364,14 +360,14 @@ def test_cli_appends_history_and_draws_the_plot(small_logs: dict, tmp_path: Path
     assert "status OK" in quiet.stdout
 
 
-def test_cli_without_matplotlib_still_writes_the_report(small_logs: dict, tmp_path: Path) -> None:
+def test_cli_without_matplotlib_still_writes_the_report(small_store: dict, tmp_path: Path) -> None:
     # The serving image has no matplotlib: shadow it with a package that fails to import.
     shadow = tmp_path / "shadow" / "matplotlib"
     shadow.mkdir(parents=True)
     (shadow / "__init__.py").write_text("raise ImportError('not in this image')\n")
     out = tmp_path / "out"
     done = subprocess.run(
-        [sys.executable, "-m", "serving.monitor", *_monitor_args(small_logs, out)],
+        [sys.executable, "-m", "monitoring", *_monitor_args(small_store, out)],
         cwd=ROOT,
         env={"PYTHONPATH": f"{shadow.parent}:{ROOT}", "PATH": "/usr/bin:/bin"},
         capture_output=True,
@@ -384,26 +380,42 @@ def test_cli_without_matplotlib_still_writes_the_report(small_logs: dict, tmp_pa
     assert not (out / "history.png").exists()
 
 
-def test_log_files_reads_rotated_siblings_oldest_first(tmp_path: Path) -> None:
-    for name in ["p.jsonl", "p.jsonl.1", "p.jsonl.2", "p.jsonl.10", "p.jsonl.bak", "q.jsonl.1"]:
-        (tmp_path / name).write_text("")
-    names = [p.name for p in monitor.log_files(tmp_path / "p.jsonl")]
-    assert names == ["p.jsonl.10", "p.jsonl.2", "p.jsonl.1", "p.jsonl"]
-    assert monitor.log_files(tmp_path / "missing.jsonl") == []
+def test_report_reads_a_postgres_store_the_same_way(small_store: dict, tmp_path: Path) -> None:
+    with running_postgres() as server:
+        url = new_database(server)
+        _fill(StoreConfig(database_url=url, flush_ms=10))
+        args = _monitor_args(small_store, tmp_path / "pg", "--min-samples", "5")
+        args[args.index("--database-url") + 1] = url
+        from_pg = cli.run(cli.parse_args(args))
+    from_sqlite = cli.run(cli.parse_args(_monitor_args(small_store, tmp_path / "lite",
+                                                       "--min-samples", "5")))  # fmt: skip
+    assert from_pg["sources"]["store"].startswith("postgresql://store@127.0.0.1:")
+    assert "store-pass" not in json.dumps(from_pg)  # the password never reaches a report
+    for key in ("counts", "performance", "latency_ms", "predictions", "drift", "alerts"):
+        assert from_pg[key] == from_sqlite[key], key
+
+
+def test_report_on_an_empty_store_says_so(tmp_path: Path) -> None:
+    args = cli.parse_args(["report", "--store", str(tmp_path / "new.sqlite3"),
+                           "--database-url", "", "--out", str(tmp_path / "r.json"),
+                           "--history", ""])  # fmt: skip
+    report = cli.run(args)
+    assert report["counts"]["predictions"] == 0 and report["status"] == "ok"
+    assert report["performance"]["accuracy"] is None
 
 
 def test_time_bounds_accept_iso_times_and_durations() -> None:
-    now = monitor.parse_time("2026-11-26T12:00:00Z")
-    assert monitor.parse_moment("90m", now) == monitor.parse_time("2026-11-26T10:30:00+00:00")
-    assert monitor.parse_moment("1d", now).isoformat() == "2026-11-25T12:00:00+00:00"
-    assert monitor.parse_moment("2026-11-26T11:00:00", now).hour == 11  # naive is UTC
+    now = parse_time("2026-11-26T12:00:00Z")
+    assert parse_moment("90m", now) == parse_time("2026-11-26T10:30:00+00:00")
+    assert parse_moment("1d", now).isoformat() == "2026-11-25T12:00:00+00:00"
+    assert parse_moment("2026-11-26T11:00:00", now).hour == 11  # naive is UTC
 
 
 # ---------------------------------------------------------------- the simulator's inputs
 
 
 def test_simulator_reads_flat_and_class_folder_layouts(tmp_path: Path) -> None:
-    flat = sim.collect_photos(FULLRES)
+    flat = traffic.collect_photos(FULLRES)
     assert len(flat) == 50
     assert {p.label for p in flat} == {"cat", "dog"}
     assert sum(p.label == "cat" for p in flat) == 25
@@ -415,10 +427,10 @@ def test_simulator_reads_flat_and_class_folder_layouts(tmp_path: Path) -> None:
         (tmp_path / folder / "notes.txt").write_text("not a photo")
     (tmp_path / "photo.jpg").write_bytes((FULLRES / "cat.2.jpg").read_bytes())
     (tmp_path / "cat.7.jpg").write_bytes((FULLRES / "cat.2.jpg").read_bytes())
-    found = sorted((p.label, p.path.name) for p in sim.collect_photos(tmp_path))
+    found = sorted((p.label, p.path.name) for p in traffic.collect_photos(tmp_path))
     assert found == [("cat", "a.jpg"), ("cat", "cat.7.jpg"), ("dog", "a.jpg")]
 
-    planned = sim.plan(flat, count=30, only_class="CAT", seed=0)
+    planned = traffic.plan(flat, count=30, only_class="CAT", seed=0)
     assert len(planned) == 30 and {p.label for p in planned} == {"cat"}
     assert len({p.path for p in planned}) == 25  # cycles after all 25 cats
 
@@ -433,172 +445,8 @@ def _mean_pixels(data: bytes) -> np.ndarray:
 def test_simulated_shifts_change_the_photo_as_described() -> None:
     data = (FULLRES / "dog.3.jpg").read_bytes()
     original = _mean_pixels(data)
-    dark = _mean_pixels(sim.shift_image(data, grayscale=False, darken=0.35))
+    dark = _mean_pixels(traffic.shift_image(data, grayscale=False, darken=0.35))
     assert dark.mean() == pytest.approx(original.mean() * 0.35, rel=0.05)
-    gray = _mean_pixels(sim.shift_image(data, grayscale=True, darken=None))
+    gray = _mean_pixels(traffic.shift_image(data, grayscale=True, darken=None))
     assert np.abs(gray[..., 0] - gray[..., 1]).max() <= 3  # channels equal up to JPEG noise
     assert not math.isclose(np.abs(original[..., 0] - original[..., 2]).mean(), 0, abs_tol=3)
-
-
-# ---------------------------------------------------------------- end to end
-
-API_KEY = "monitoring-test-key"
-
-
-@pytest.fixture(scope="module")
-def live_service(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    """A real server (the service's own `start_server`: free port, stopped by PID) with its
-    own logs and an API key.
-
-    RECENT_WINDOW=40 makes the drift gauge describe the last 40 predictions only, so a
-    shifted run of 40 requests shows on /metrics by itself; DRIFT_MIN_SAMPLES=30 lets the
-    service and the monitor (run with the same environment) compute PSI on such windows;
-    a small LOG_MAX_BYTES makes the prediction log rotate, as a busy pod's does.
-    """
-    from test_serving_process import start_server
-
-    work = tmp_path_factory.mktemp("monitoring")
-    env = {
-        "MODEL_DIR": str(bundle_dir),
-        "PREDICTION_LOG": str(work / "logs" / "predictions.jsonl"),
-        "FEEDBACK_LOG": str(work / "logs" / "feedback.jsonl"),
-        "API_KEY": API_KEY,
-        "RECENT_WINDOW": "40",
-        "DRIFT_MIN_SAMPLES": "30",
-        "LOG_MAX_BYTES": "12000",  # about 25 predictions a file
-        "LOG_BACKUPS": "50",
-    }
-    server = start_server(bundle_dir, work, **env)
-    try:
-        yield {"url": server.url, "work": work, "env": {**os.environ, **env}}
-    finally:
-        assert server.stop() == 0
-
-
-def _feedback_lines(service: dict) -> list[dict]:
-    path = Path(service["env"]["FEEDBACK_LOG"])
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-@pytest.mark.slow
-def test_feedback_endpoint_edge_cases(live_service: dict) -> None:
-    headers = {"X-API-Key": API_KEY}
-    with httpx.Client(base_url=live_service["url"], timeout=30) as client:
-        photo = (FULLRES / "dog.5.jpg").read_bytes()
-        answer = client.post("/predict", files={"file": ("d.jpg", photo)}, headers=headers)
-        assert answer.status_code == 200, answer.text
-        rid = answer.json()["request_id"]
-
-        # API key required for feedback as for predictions.
-        no_key = client.post("/feedback", json={"request_id": rid, "label": "dog"})
-        assert no_key.status_code == 401
-        unknown_id = client.post(
-            "/feedback", json={"request_id": "no-such-request", "label": "dog"}, headers=headers
-        )
-        assert unknown_id.status_code == 404
-        unknown_label = client.post(
-            "/feedback", json={"request_id": rid, "label": "fox"}, headers=headers
-        )
-        assert unknown_label.status_code == 422
-
-        before = len(_feedback_lines(live_service))
-        for _ in range(2):
-            stored = client.post(
-                "/feedback", json={"request_id": rid, "label": "dog"}, headers=headers
-            )
-            assert stored.status_code == 200, stored.text
-        lines = [f for f in _feedback_lines(live_service) if f["request_id"] == rid]
-        assert len(lines) == 1 and lines[0]["label"] == "dog"
-        assert len(_feedback_lines(live_service)) == before + 1
-
-
-def _simulate(service: dict, *args: str) -> dict:
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "simulate_traffic.py"),
-         "--url", service["url"], "--api-key", API_KEY, "--rate", "0", *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr + done.stdout
-    return json.loads(done.stdout)
-
-
-def _report(service: dict, since: str, until: str, name: str) -> dict:
-    out = service["work"] / "reports"
-    done = subprocess.run(
-        [sys.executable, "-m", "serving.monitor",
-         "--since", since, "--until", until,
-         "--out", str(out / f"{name}.json"),
-         "--history", str(out / "history.jsonl"),
-         "--plot", str(out / "history.png")],
-        cwd=ROOT, env=service["env"], capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    print(done.stdout)
-    return json.loads((out / f"{name}.json").read_text())
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat()
-
-
-@pytest.mark.slow
-def test_simulated_traffic_then_report_shows_accuracy_and_drift(live_service: dict) -> None:
-    # Normal traffic: each of the 50 full-size photos once, all labelled.
-    t0 = _now()
-    normal = _simulate(live_service, "--data", str(FULLRES))
-    t1 = _now()
-    assert normal["answered"] == 50 and normal["feedback_sent"] == 50, normal
-    report = _report(live_service, t0, t1, "normal")
-    assert report["counts"] == {
-        "predictions": 50, "labelled": 50, "unlabelled": 0, "labelled_share": 1.0,
-        "feedback_with_unknown_label": 0,
-    }  # fmt: skip
-    perf = report["performance"]
-    # The report's accuracy is exactly what the client saw, and the bundle is a real model.
-    assert perf["accuracy"] == pytest.approx(normal["accuracy_seen"])
-    assert perf["accuracy"] >= 0.7
-    assert perf["support"] == {"cat": 25, "dog": 25}
-    assert sum(map(sum, perf["confusion_matrix"]["matrix"])) == 50
-    assert report["latency_ms"]["p50"] > 0
-    normal_psi = report["drift"]["psi"]
-    assert set(normal_psi) == {"class_share", "confidence", "brightness"}
-    assert normal_psi["class_share"] < drift.PSI_WARN  # 25 cats and 25 dogs, mostly right
-
-    # Shifted traffic: only cats, darkened to 30 %, from the class-folder photo set.
-    # Half of them get a true label.
-    shifted = _simulate(
-        live_service, "--data", str(CATS_DOGS), "--only-class", "cat", "--darken", "0.3",
-        "--count", "40", "--feedback-share", "0.5",
-    )  # fmt: skip
-    t2 = _now()
-    assert shifted["answered"] == 40, shifted
-    assert 5 < shifted["feedback_sent"] < 35 and shifted["feedback_errors"] == 0, shifted
-    report = _report(live_service, t1, t2, "shifted")
-    assert len(report["sources"]["prediction_files"]) >= 3  # the log was rotated
-    assert report["counts"]["labelled"] == shifted["feedback_sent"]
-    assert report["counts"]["unlabelled"] == 40 - shifted["feedback_sent"]
-    assert report["performance"]["support"]["dog"] == 0
-    psi = report["drift"]["psi"]
-    assert psi["class_share"] > drift.PSI_ALERT
-    assert psi["brightness"] > drift.PSI_ALERT
-    assert psi["brightness"] > normal_psi["brightness"]
-    assert psi["brightness"] > report["drift"]["noise_p95"]["brightness"]  # real, not noise
-    assert {a["feature"] for a in report["alerts"] if "feature" in a} >= {
-        "class_share", "brightness"
-    }  # fmt: skip
-    assert report["status"] == "alert"
-    history = (live_service["work"] / "reports" / "history.jsonl").read_text().splitlines()
-    assert len(history) == 2
-
-    # The service publishes the same figures: its drift window is the last 40 predictions.
-    metrics = httpx.get(f"{live_service['url']}/metrics", headers={"X-API-Key": API_KEY}).text
-    gauges = {
-        m.group(1): float(m.group(2))
-        for m in re.finditer(r'^model_drift_psi\{feature="(\w+)"\} (\S+)$', metrics, re.M)
-    }
-    assert gauges["class_share"] > drift.PSI_ALERT
-    assert gauges["brightness"] > drift.PSI_ALERT
-    # Same code, same 40 predictions: the gauge and the report agree (the log rounds the
-    # confidence and brightness it stores, hence approx).
-    for feature, value in psi.items():
-        assert gauges[feature] == pytest.approx(value, rel=0.05, abs=0.01), feature
