@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import datetime
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,33 @@ class PredictionRecord:
         """Values in `COLUMNS` order (probabilities as JSON text)."""
         values = {**self.__dict__, "probabilities": json.dumps(self.probabilities)}
         return tuple(values[name] for name in self.COLUMNS)
+
+    @classmethod
+    def from_answer(
+        cls,
+        answer: dict,
+        time_iso: str,
+        latency_ms: float,
+        image: dict | None = None,
+        correlation_id: str | None = None,
+    ) -> PredictionRecord:
+        """From the service's public answer, its time and the upload's description."""
+        image = image or {}
+        return cls(
+            request_id=answer["request_id"],
+            ts=datetime.fromisoformat(time_iso).timestamp(),
+            label=answer["label"],
+            confidence=answer["confidence"],
+            probabilities=answer["probabilities"],
+            model_version=answer["model_version"],
+            latency_ms=latency_ms,
+            inference_ms=answer.get("inference_ms"),
+            width=image.get("width"),
+            height=image.get("height"),
+            brightness=image.get("brightness"),
+            sha256=image.get("sha256"),
+            correlation_id=correlation_id,
+        )
 
     @classmethod
     def from_row(cls, row: tuple) -> PredictionRecord:

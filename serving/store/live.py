@@ -1,0 +1,44 @@
+"""Live gauges from the shared store: drift of all replicas' recent traffic, live accuracy.
+
+Called at scrape time (in a worker thread: it may read the database); the window is
+cached for STORE_WINDOW_TTL_S so frequent scrapes do not load the database.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from prometheus_client import Gauge
+
+from serving import drift
+from serving.store.store import Store
+
+log = logging.getLogger("serving.store")
+
+
+def publish_live(
+    store: Store,
+    reference: dict,
+    classes: Sequence[str],
+    drift_psi: Gauge,
+    live_accuracy: Gauge,
+) -> None:
+    """Set `model_drift_psi{feature}` and `model_live_accuracy` from the store's window."""
+    window = store.window()
+    live_accuracy.set(window.accuracy)
+    try:
+        report = drift.drift_report(
+            reference=reference,
+            labels=window.labels,
+            confidences=window.confidences,
+            brightness=window.brightness,
+            classes=list(classes),
+        )
+    except Exception:  # monitoring must never break a scrape
+        log.warning("Drift report failed", exc_info=True)
+        return
+    # Only this report's features: one left out (too few samples) must not go stale.
+    drift_psi.clear()
+    for feature, value in report.items():
+        drift_psi.labels(feature=feature).set(float(value))
