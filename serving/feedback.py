@@ -18,9 +18,7 @@ def record_feedback(
 ) -> dict[str, object]:
     """Store feedback and return the public answer (blocking: call from a worker thread)."""
     if label not in classes:
-        raise ApiError(
-            422, "unknown_label", f"Label {label!r} is not one of {', '.join(classes)}."
-        )
+        raise ApiError(422, "unknown_label", f"Label {label!r} is not one of {', '.join(classes)}.")
     try:
         outcome = store.add_feedback(request_id, label)
     except UnknownPrediction as exc:
