@@ -10,8 +10,8 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
-from serving.errors import ApiError
 from serving.logs import JsonLinesLog, utc_now
+from serving.refusals import Refused
 
 
 class FeedbackStore:
@@ -59,13 +59,13 @@ class FeedbackStore:
     def record(self, request_id: str, label: str) -> dict[str, object]:
         """Store feedback (blocking file reads possible: call from a worker thread)."""
         if label not in self.classes:
-            raise ApiError(
-                422, "unknown_label", f"Label {label!r} is not one of {', '.join(self.classes)}."
+            raise Refused(
+                "unknown_label", f"Label {label!r} is not one of {', '.join(self.classes)}."
             )
         predicted = self.predicted_label(request_id)
         if predicted is None:
-            raise ApiError(
-                404, "unknown_request_id", f"No prediction with request id {request_id!r} is known."
+            raise Refused(
+                "unknown_request_id", f"No prediction with request id {request_id!r} is known."
             )
         with self._lock:
             duplicate = (request_id, label) in self._seen

@@ -1,0 +1,63 @@
+"""What the service tests share: real photos, hermetic settings, and request helpers."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import zlib
+from dataclasses import replace
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from serving.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+FULLRES = ROOT.parent / "shared" / "data" / "fullres"
+PHOTOS = sorted(FULLRES.glob("*.jpg"))
+
+
+def true_label(path: Path) -> str:
+    return path.name.split(".")[0]
+
+
+def settings_for(bundle_dir: Path, logs: Path, **overrides: object) -> Settings:
+    """Hermetic settings (not from the environment) with logs in a temporary folder."""
+    base = Settings(
+        model_dir=bundle_dir,
+        prediction_log=str(logs / "predictions.jsonl"),
+        feedback_log=str(logs / "feedback.jsonl"),
+        inference_threads=2,
+        decode_threads=2,
+    )
+    return replace(base, **overrides)
+
+
+def upload(client: TestClient, data: bytes, name: str = "photo.jpg", ctype: str = "image/jpeg"):
+    return client.post("/predict", files={"file": (name, data, ctype)})
+
+
+def encode(img: Image.Image, fmt: str, **params: object) -> bytes:
+    buffer = io.BytesIO()
+    img.save(buffer, format=fmt, **params)
+    return buffer.getvalue()
+
+
+def png_with_size(width: int, height: int, mode: str = "L") -> bytes:
+    """A tiny PNG whose header claims width x height pixels (a decompression bomb)."""
+    data = bytearray(encode(Image.new(mode, (16, 16)), "PNG"))
+    ihdr = bytearray(data[16:29])
+    ihdr[0:8] = struct.pack(">II", width, height)
+    data[16:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + bytes(ihdr)))
+    return bytes(data)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def model_name(bundle_dir: Path) -> str:
+    return json.loads((bundle_dir / "model.json").read_text())["name"]
