@@ -137,7 +137,7 @@ def peak_rss_mb(pid: int) -> float:
 def start_server(port: int, model_dir: str, settings: list[str]) -> subprocess.Popen[bytes]:
     env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "MODEL_DIR": model_dir}
     env.setdefault("LOG_LEVEL", "warning")
-    env.setdefault("PREDICTION_LOG", "/tmp/cats-dogs-benchmark/predictions.jsonl")
+    env.setdefault("STORE_PATH", "/tmp/cats-dogs-benchmark/store.sqlite3")
     for item in settings:
         key, _, value = item.partition("=")
         env[key] = value

@@ -2,7 +2,9 @@
 
 Importing this module builds the app from environment settings but loads nothing; the
 bundle is loaded, verified and warmed up in the lifespan, so `/health/ready` turns
-true only once a real prediction has passed.
+true only once a real prediction has passed. A request passes through
+serving/middleware.py, then one router of serving/routes/, which calls the prediction
+core in serving/inference/.
 """
 
 from __future__ import annotations
@@ -18,17 +20,22 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from serving import api, v2
 from serving.errors import install_error_handlers
 from serving.logs import configure_logging
 from serving.middleware import RequestContextMiddleware
-from serving.service import Service
+from serving.routes import explain, feedback, health, info, predictions, v2
 from serving.settings import Settings
+from serving.state import AppState
 
 STATIC_DIR = Path(__file__).parent / "static"
+DESCRIPTION = (
+    "Classifies photos of cats and dogs with the exported ONNX model bundle. Errors are "
+    "JSON `{error, reason, request_id}`. When `API_KEY` is set, send it as `X-API-Key` or "
+    "`Authorization: Bearer` (not needed for health and metrics)."
+)
 
 
-def drain_on_sigterm(service: Service) -> Callable[[], None]:
+def drain_on_sigterm(state: AppState) -> Callable[[], None]:
     """Chain a SIGTERM handler that turns the service not-ready before the server stops.
 
     Only when a server (uvicorn) already handles SIGTERM: it then stops accepting,
@@ -41,7 +48,7 @@ def drain_on_sigterm(service: Service) -> Callable[[], None]:
         return lambda: None
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        service.begin_drain()
+        state.engine.begin_drain()
         previous(signum, frame)
 
     signal.signal(signal.SIGTERM, on_sigterm)
@@ -49,42 +56,36 @@ def drain_on_sigterm(service: Service) -> Callable[[], None]:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings.from_env()
-    service = Service(settings)
+    state = AppState(settings or Settings.from_env())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        configure_logging(settings.log_level)
-        restore = drain_on_sigterm(service)
-        await service.start()
+        configure_logging(state.settings.log_level)
+        restore = drain_on_sigterm(state)
+        await state.start()
         try:
             yield
         finally:
-            service.begin_drain()
-            await service.stop()
+            await state.stop()
             restore()
 
     app = FastAPI(
         title="Cats vs dogs prediction service",
-        description=(
-            "Classifies photos of cats and dogs with the exported ONNX model bundle. "
-            "Errors are JSON `{error, reason, request_id}`. When `API_KEY` is set, send it "
-            "as `X-API-Key` or `Authorization: Bearer` (not needed for health and metrics)."
-        ),
+        description=DESCRIPTION,
         version="1.0.0",
         lifespan=lifespan,
     )
-    app.state.service = service
+    app.state.serving = state
     install_error_handlers(app)
-    app.include_router(api.router)
-    app.include_router(v2.router)
+    for module in (predictions, explain, feedback, health, info, v2):
+        app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html")
 
-    app.add_middleware(RequestContextMiddleware, service=service)
+    app.add_middleware(RequestContextMiddleware, settings=state.settings, metrics=state.metrics)
     return app
 
 

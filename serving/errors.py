@@ -1,7 +1,9 @@
 """One error shape for every failure: `{"error": message, "reason": code, "request_id"}`.
 
-Clients branch on `reason` (stable, machine-readable); people read `error`. Image
-reasons come from serving.imaging; the HTTP status for each is decided here only.
+Clients branch on `reason` (stable, machine-readable); people read `error`. Code anywhere
+raises `Refused(reason, ...)` (serving/refusals.py) or the image contract's `ImageError`;
+the HTTP status of each reason is decided here only (`STATUS`). A client can cause a 4xx
+or a 503/504, never a 5xx: 500 is for the server's own faults.
 """
 
 from __future__ import annotations
@@ -12,59 +14,66 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from serving.imaging import ImageError
+from serving.refusals import Refused
 
-# reason -> HTTP status for everything the image contract can refuse.
-IMAGE_REASON_STATUS: dict[str, int] = {
+# Reasons a request's own content causes (counted in `rejected_inputs_total`).
+INPUT_STATUS: dict[str, int] = {
+    # the image contract (serving/imaging.py)
     "empty": 400,
     "not_an_image": 400,
     "corrupt": 400,
     "too_large": 413,
     "too_many_pixels": 413,
+    "too_many_bytes_decoded": 413,
     "unsupported_format": 415,
     "too_small": 422,
+    # the request around the image(s)
+    "bad_base64": 400,
+    "invalid_tensor": 400,
+    "body_too_large": 413,
+    "too_many_files": 413,
+    "unsupported_media_type": 415,
+    "invalid_request": 422,
+    "missing_field": 422,
+    "unknown_label": 422,
 }
+STATUS: dict[str, int] = {
+    **INPUT_STATUS,
+    "unauthorized": 401,
+    "not_found": 404,
+    "unknown_model": 404,
+    "unknown_request_id": 404,
+    "method_not_allowed": 405,
+    "body_timeout": 408,
+    "conflict": 409,
+    "label_conflict": 409,
+    "client_disconnected": 499,  # nobody reads it: the client has gone (nginx's code)
+    "not_ready": 503,
+    "queue_full": 503,
+    "decode_queue_full": 503,
+    "too_many_requests": 503,
+    "inference_unavailable": 503,
+    "shutting_down": 503,
+    "store_unavailable": 503,
+    "store_full": 503,
+    "timeout": 504,
+}
+INPUT_REASONS = frozenset(INPUT_STATUS)
 
-# Reasons that count as a rejected input (metric `rejected_inputs_total`).
-INPUT_REASONS = frozenset(
-    {
-        *IMAGE_REASON_STATUS,
-        "bad_base64",
-        "body_too_large",
-        "invalid_request",
-        "missing_field",
-        "too_many_files",
-        "unsupported_media_type",
-        "invalid_tensor",
-    }
-)
+
+def status_of(reason: str) -> int:
+    return STATUS.get(reason, 400)
 
 
-class BodyTooLarge(StarletteHTTPException):
-    """A streamed body grew past its cap (an HTTPException so FastAPI's parser re-raises it)."""
+class HttpRefusal(StarletteHTTPException):
+    """A refusal raised while FastAPI reads the body (it re-raises HTTPExceptions only)."""
 
-    reason = "body_too_large"
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(413, f"The request body exceeds {limit} bytes.")
-
-
-class ApiError(Exception):
-    """An error answer with its status and reason."""
-
-    def __init__(
-        self, status: int, reason: str, message: str, headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(status_of(reason), message)
         self.reason = reason
-        self.message = message
-        self.headers = headers or {}
-
-    @classmethod
-    def from_image_error(cls, exc: ImageError) -> ApiError:
-        return cls(IMAGE_REASON_STATUS.get(exc.reason, 400), exc.reason, exc.message)
 
 
 def error_response(
@@ -83,6 +92,11 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def refusal_response(request: Request | None, exc: Refused) -> JSONResponse:
+    headers = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s is not None else None
+    return error_response(request, status_of(exc.reason), exc.reason, exc.message, headers)
+
+
 def _describe_validation(exc: RequestValidationError) -> tuple[str, str]:
     errors = exc.errors()
     if any(e.get("type") == "missing" for e in errors):
@@ -96,24 +110,27 @@ def _describe_validation(exc: RequestValidationError) -> tuple[str, str]:
 def install_error_handlers(app: FastAPI) -> None:
     """Route every exception type to the one JSON shape; nothing escapes as a bare 500."""
 
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return error_response(request, exc.status, exc.reason, exc.message, exc.headers)
+    @app.exception_handler(Refused)
+    async def _refused(request: Request, exc: Refused) -> JSONResponse:
+        return refusal_response(request, exc)
 
     @app.exception_handler(ImageError)
     async def _image_error(request: Request, exc: ImageError) -> JSONResponse:
-        err = ApiError.from_image_error(exc)
-        return error_response(request, err.status, err.reason, err.message)
+        return error_response(request, status_of(exc.reason), exc.reason, exc.message)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         reason, message = _describe_validation(exc)
         return error_response(request, 422, reason, message)
 
+    @app.exception_handler(ClientDisconnect)
+    async def _disconnect(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        return error_response(request, 499, "client_disconnected", "The client went away.")
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         reason = getattr(exc, "reason", None) or {404: "not_found", 405: "method_not_allowed"}.get(
-            exc.status_code, "http_error"
+            exc.status_code, "invalid_request"
         )
         return error_response(
             request, exc.status_code, reason, str(exc.detail), getattr(exc, "headers", None)

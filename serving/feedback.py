@@ -9,7 +9,7 @@ client gets 503 with Retry-After, so a retry is safe.
 
 from __future__ import annotations
 
-from serving.errors import ApiError
+from serving.refusals import Refused
 from serving.store import LabelConflict, Store, StoreError, UnknownPrediction
 
 
@@ -18,26 +18,24 @@ def record_feedback(
 ) -> dict[str, object]:
     """Store feedback and return the public answer (blocking: call from a worker thread)."""
     if label not in classes:
-        raise ApiError(422, "unknown_label", f"Label {label!r} is not one of {', '.join(classes)}.")
+        raise Refused("unknown_label", f"Label {label!r} is not one of {', '.join(classes)}.")
     try:
         outcome = store.add_feedback(request_id, label)
     except UnknownPrediction as exc:
-        raise ApiError(
-            404, "unknown_request_id", f"No prediction with request id {request_id!r} is known."
+        raise Refused(
+            "unknown_request_id", f"No prediction with request id {request_id!r} is known."
         ) from exc
     except LabelConflict as exc:
-        raise ApiError(
-            409,
+        raise Refused(
             "label_conflict",
             f"Prediction {request_id!r} already has the true label {exc.existing!r}; "
             "a prediction has one true label.",
         ) from exc
     except StoreError as exc:
-        raise ApiError(
-            503,
-            "store_unavailable" if exc.reason != "full" else "store_full",
+        raise Refused(
+            "store_full" if exc.reason == "full" else "store_unavailable",
             f"Feedback cannot be stored now ({exc.reason}); nothing was stored, retry later.",
-            headers={"Retry-After": str(retry_after_s)},
+            retry_after_s=retry_after_s,
         ) from exc
     return {
         "request_id": outcome.request_id,

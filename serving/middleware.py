@@ -1,12 +1,15 @@
-"""One pure-ASGI layer for what every request needs: id, API key, body cap, log, metrics.
+"""One pure-ASGI layer for what every request needs before any work starts.
 
-Pure ASGI (not BaseHTTPMiddleware) because it is on the hot path: it adds no task or
-stream copy per request. It refuses oversized bodies from Content-Length before reading
-them, and counts streamed bytes for bodies without one.
+Request id, API key, concurrency cap, body cap and body-read deadline, the JSON access
+line and the HTTP metrics. Pure ASGI (not BaseHTTPMiddleware) because it is on the hot
+path: it adds no task or stream copy per request. Oversized bodies are refused from
+Content-Length before they are read, and streamed bytes are counted for bodies without
+one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -17,32 +20,25 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving.errors import INPUT_REASONS, ApiError, BodyTooLarge
-from serving.service import Service
+from serving.errors import INPUT_REASONS, HttpRefusal, status_of
+from serving.prometheus_metrics import ServiceMetrics
+from serving.refusals import Refused
 from serving.settings import Settings
 
 access_log = logging.getLogger("serving.access")
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+# A client's X-Request-ID is kept as its correlation id when it looks like an id.
+_CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
-# Reachable without the API key: probes, metrics, and the static page and API docs
-# (they hold no data; the page sends the key the user types with its API calls).
+# Probes, metrics, the static page and API docs: no API key (they hold no data; the page
+# sends the key the user types with its API calls), and no concurrency cap.
 OPEN_PATHS = frozenset(
     {
-        "/health",
-        "/health/live",
-        "/health/ready",
-        "/metrics",
-        "/v2/health/live",
-        "/v2/health/ready",
-        "/",
-        "/docs",
-        "/docs/oauth2-redirect",
-        "/redoc",
-        "/openapi.json",
-        "/favicon.ico",
+        "/health", "/health/live", "/health/ready", "/metrics", "/v2/health/live",
+        "/v2/health/ready", "/", "/docs", "/docs/oauth2-redirect", "/redoc",
+        "/openapi.json", "/favicon.ico",
     }
-)
+)  # fmt: skip
 LARGE_BODY_PREFIXES = ("/predict/batch", "/v2/")
 
 
@@ -53,8 +49,8 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-def needs_key(path: str) -> bool:
-    return path not in OPEN_PATHS and not path.startswith("/static/")
+def is_open(path: str) -> bool:
+    return path in OPEN_PATHS or path.startswith("/static/")
 
 
 def body_limit(settings: Settings, path: str) -> int:
@@ -74,80 +70,103 @@ def key_matches(scope: Scope, expected: str) -> bool:
 
 
 class RequestContextMiddleware:
-    """Request id, API key, body limit, the JSON access line and the HTTP metrics."""
+    """Request id, API key, concurrency and body limits, the access line and HTTP metrics."""
 
-    def __init__(self, app: ASGIApp, service: Service) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, metrics: ServiceMetrics) -> None:
         self.app = app
-        self.service = service
+        self.settings = settings
+        self.metrics = metrics
+        self.active = 0  # capped requests being handled now
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        settings = self.service.settings
-        metrics = self.service.metrics
-        given_id = _header(scope, b"x-request-id")
-        request_id = given_id if given_id and _REQUEST_ID.match(given_id) else uuid.uuid4().hex
+        request_id = uuid.uuid4().hex
+        given = _header(scope, b"x-request-id")
+        correlation_id = given if given and _CORRELATION_ID.match(given) else None
         state: dict[str, Any] = scope.setdefault("state", {})
-        state["request_id"] = request_id
-        state["started"] = started
+        state.update(request_id=request_id, correlation_id=correlation_id, started=started)
         path: str = scope["path"]
         status_holder = {"status": 500}
-        rid_header = (b"x-request-id", request_id.encode())
+        id_headers = [(b"x-request-id", request_id.encode())]
+        if correlation_id:
+            id_headers.append((b"x-correlation-id", correlation_id.encode()))
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
-                message["headers"] = [*message.get("headers", []), rid_header]
+                message["headers"] = [*message.get("headers", []), *id_headers]
             await send(message)
 
-        metrics.in_flight.inc()
+        capped = not is_open(path)
+        self.metrics.in_flight.inc()
+        self.active += capped
         try:
-            refusal = self._refusal(scope, path)
+            refusal = self._refusal(scope, path, capped)
             if refusal is not None:
                 await self._send_error(send_with_id, refusal, request_id, state)
                 return
-            await self.app(scope, self._capped(receive, body_limit(settings, path)), send_with_id)
+            limited = self._limited(receive, body_limit(self.settings, path), started)
+            await self.app(scope, limited, send_with_id)
         finally:
-            metrics.in_flight.dec()
+            self.active -= capped
+            self.metrics.in_flight.dec()
             self._account(scope, state, status_holder["status"], started)
 
-    def _refusal(self, scope: Scope, path: str) -> ApiError | None:
-        settings = self.service.settings
-        if settings.api_key and needs_key(path) and not key_matches(scope, settings.api_key):
-            return ApiError(
-                401,
+    def _refusal(self, scope: Scope, path: str, capped: bool) -> Refused | None:
+        settings = self.settings
+        if settings.api_key and not is_open(path) and not key_matches(scope, settings.api_key):
+            return Refused(
                 "unauthorized",
                 "A valid API key is required (header X-API-Key or Authorization: Bearer).",
-                headers={"WWW-Authenticate": "Bearer"},
+            )
+        if capped and self.active > settings.max_concurrent_requests:
+            return Refused(
+                "too_many_requests",
+                f"The server is handling {settings.max_concurrent_requests} requests; "
+                "retry shortly.",
+                settings.retry_after_s,
             )
         length = _header(scope, b"content-length")
         limit = body_limit(settings, path)
         if length and length.isdigit() and int(length) > limit:
-            return ApiError(
-                413, "body_too_large", f"The request body has {length} bytes; the limit is {limit}."
+            return Refused(
+                "body_too_large", f"The request body has {length} bytes; the limit is {limit}."
             )
         return None
 
-    @staticmethod
-    def _capped(receive: Receive, limit: int) -> Receive:
-        received = 0
+    def _limited(self, receive: Receive, limit: int, started: float) -> Receive:
+        """`receive` that stops a body past its cap or past the body-read deadline."""
+        received, body_done = 0, False
+        deadline = started + self.settings.body_read_timeout_s
+        loop_offset = asyncio.get_running_loop().time() - time.perf_counter()
 
-        async def capped_receive() -> Message:
-            nonlocal received
-            message = await receive()
+        async def limited_receive() -> Message:
+            nonlocal received, body_done
+            if body_done:  # later receives wait for a disconnect: no deadline for those
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline + loop_offset):
+                    message = await receive()
+            except TimeoutError:
+                raise HttpRefusal(
+                    "body_timeout",
+                    f"The request body did not arrive within {self.settings.body_read_timeout_s:g} s.",
+                ) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
                 if received > limit:
-                    raise BodyTooLarge(limit)
+                    raise HttpRefusal("body_too_large", f"The request body exceeds {limit} bytes.")
             return message
 
-        return capped_receive
+        return limited_receive
 
     @staticmethod
     async def _send_error(
-        send: Send, error: ApiError, request_id: str, state: dict[str, Any]
+        send: Send, error: Refused, request_id: str, state: dict[str, Any]
     ) -> None:
         state["error_reason"] = error.reason
         body = json.dumps(
@@ -156,9 +175,13 @@ class RequestContextMiddleware:
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
-            *[(k.lower().encode(), v.encode()) for k, v in error.headers.items()],
         ]
-        await send({"type": "http.response.start", "status": error.status, "headers": headers})
+        if error.reason == "unauthorized":
+            headers.append((b"www-authenticate", b"Bearer"))
+        if error.retry_after_s is not None:
+            headers.append((b"retry-after", str(error.retry_after_s).encode()))
+        status = status_of(error.reason)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
     def _account(self, scope: Scope, state: dict[str, Any], status: int, started: float) -> None:
@@ -166,15 +189,18 @@ class RequestContextMiddleware:
         route = scope.get("route")
         template = getattr(route, "path", None) or "<unmatched>"
         method = scope.get("method", "")
-        metrics = self.service.metrics
+        metrics = self.metrics
         metrics.requests.labels(route=template, method=method, status=str(status)).inc()
         metrics.request_duration.labels(route=template).observe(elapsed)
         reason = state.get("error_reason")
         if reason in INPUT_REASONS:
             metrics.rejected.labels(reason=reason).inc()
+        if not access_log.isEnabledFor(logging.INFO):
+            return
         fields: dict[str, Any] = {
             "event": "request",
             "request_id": state.get("request_id"),
+            "correlation_id": state.get("correlation_id"),
             "method": method,
             "route": template,
             "status": status,
@@ -183,5 +209,4 @@ class RequestContextMiddleware:
         for key in ("label", "confidence", "image", "images", "error_reason"):
             if key in state:
                 fields[key] = state[key]
-        if access_log.isEnabledFor(logging.INFO):
-            access_log.info("%s %s %d", method, template, status, extra={"fields": fields})
+        access_log.info("%s %s %d", method, template, status, extra={"fields": fields})

@@ -71,6 +71,7 @@ class HealthOut(BaseModel):
     model_loaded: bool
     model_version: str | None
     timestamp: str
+    error: str | None = None
 
 
 class FeedbackIn(BaseModel):
@@ -109,3 +110,83 @@ class ModelInfoOut(BaseModel):
     mlflow_run_id: str | None
     created_at: str | None
     sha256: str | None
+
+
+class LiveOut(BaseModel):
+    status: str
+
+
+class ReadyOut(BaseModel):
+    status: str
+    why: str | None = None
+
+
+# -- Open Inference Protocol V2 (the subset served; see serving/routes/v2.py) ----------
+
+
+class TensorIn(BaseModel):
+    name: str = Field(max_length=64)
+    shape: list[int] = Field(max_length=8)
+    datatype: str = Field(max_length=16)
+    data: list[Any]
+    parameters: dict[str, Any] | None = None
+
+
+class OutputIn(BaseModel):
+    name: str = Field(max_length=64)
+    parameters: dict[str, Any] | None = None
+
+
+class InferIn(BaseModel):
+    id: str | None = Field(None, max_length=256)
+    inputs: list[TensorIn] = Field(min_length=1, max_length=1)
+    outputs: list[OutputIn] | None = Field(None, max_length=8)
+    parameters: dict[str, Any] | None = None
+
+
+class TensorOut(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+    data: list[float] | list[str]
+
+
+class InferOut(BaseModel):
+    model_name: str
+    model_version: str
+    id: str | None = None
+    outputs: list[TensorOut]
+
+
+class ServerMetadataOut(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class ModelMetadataOut(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+    parameters: dict[str, Any]
+
+
+class ServerLiveOut(BaseModel):
+    live: bool
+
+
+class ServerReadyOut(BaseModel):
+    ready: bool
+
+
+class ModelReadyOut(BaseModel):
+    name: str
+    ready: bool

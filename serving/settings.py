@@ -1,20 +1,19 @@
 """Service settings, read once from environment variables.
 
 Every knob has a safe default so `uvicorn serving.app:app` works with no configuration;
-docs/serving.md lists each variable.
+docs/serving.md lists each variable. `ENV` maps each setting to its variable.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from serving.imaging import ALLOWED_FORMATS
-
-DEFAULT_LOG_DIR = Path(tempfile.gettempdir()) / "cats-dogs-serving"
+from serving.store.config import StoreConfig
 
 
 def available_cpus() -> int:
@@ -34,25 +33,6 @@ def available_cpus() -> int:
     return cpus
 
 
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    return int(raw) if raw else default
-
-
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    return float(raw) if raw else default
-
-
-def _env_str(name: str, default: str) -> str:
-    return os.environ.get(name, default).strip()
-
-
-def _env_bool(name: str, default: bool) -> bool:
-    raw = os.environ.get(name, "").strip().lower()
-    return default if not raw else raw in ("1", "true", "yes", "on")
-
-
 @dataclass(frozen=True)
 class Settings:
     """All runtime settings of the service (see docs/serving.md for each variable)."""
@@ -62,66 +42,46 @@ class Settings:
     port: int = 8000
     log_level: str = "info"
     api_key: str = ""
+    # -- what one request may bring
     max_bytes: int = 10 * 1024 * 1024
     max_pixels: int = 40_000_000
     min_side: int = 16
     allowed_formats: frozenset[str] = ALLOWED_FORMATS
     max_request_bytes: int = 64 * 1024 * 1024
     max_batch_files: int = 32
+    request_timeout_s: float = 10.0
+    body_read_timeout_s: float = 10.0
+    # -- how much work the process takes on at once
+    max_concurrent_requests: int = 64
+    decode_queue_max: int = 64
+    queue_max: int = 256
+    retry_after_s: int = 1
+    # -- speed
     inference_threads: int = field(default_factory=available_cpus)
     decode_threads: int = field(default_factory=available_cpus)
     batch_max_size: int = 4
     batch_max_wait_ms: float = 0.0
-    queue_max: int = 256
-    request_timeout_s: float = 10.0
-    retry_after_s: int = 1
     draft_decode: bool = True
-    prediction_log: str = str(DEFAULT_LOG_DIR / "predictions.jsonl")
-    feedback_log: str = str(DEFAULT_LOG_DIR / "feedback.jsonl")
-    log_max_bytes: int = 50 * 1024 * 1024
-    log_backups: int = 5
-    recent_window: int = 1000
-    recent_ids: int = 10_000
+    # -- records: predictions and feedback go to the shared store (DATABASE_URL, STORE_*)
+    store: StoreConfig = field(default_factory=StoreConfig)
     explain_grid: int = 7
     shutdown_grace_s: float = 20.0
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
         """Build settings from the environment; keyword overrides win (used by tests)."""
-        formats = _env_str("ALLOWED_FORMATS", "")
-        values: dict[str, object] = {
-            "model_dir": Path(_env_str("MODEL_DIR", "models/export")),
-            "host": _env_str("HOST", "0.0.0.0"),
-            "port": _env_int("PORT", 8000),
-            "log_level": _env_str("LOG_LEVEL", "info").lower(),
-            "api_key": _env_str("API_KEY", ""),
-            "max_bytes": _env_int("MAX_IMAGE_BYTES", cls.max_bytes),
-            "max_pixels": _env_int("MAX_IMAGE_PIXELS", cls.max_pixels),
-            "min_side": _env_int("MIN_IMAGE_SIDE", cls.min_side),
-            "allowed_formats": (
-                frozenset(f.strip().upper() for f in formats.split(",") if f.strip())
-                if formats
-                else ALLOWED_FORMATS
-            ),
-            "max_request_bytes": _env_int("MAX_REQUEST_BYTES", cls.max_request_bytes),
-            "max_batch_files": _env_int("MAX_BATCH_FILES", cls.max_batch_files),
-            "inference_threads": _env_int("INFERENCE_THREADS", available_cpus()),
-            "decode_threads": _env_int("DECODE_THREADS", available_cpus()),
-            "batch_max_size": _env_int("BATCH_MAX_SIZE", cls.batch_max_size),
-            "batch_max_wait_ms": _env_float("BATCH_MAX_WAIT_MS", cls.batch_max_wait_ms),
-            "queue_max": _env_int("QUEUE_MAX", cls.queue_max),
-            "request_timeout_s": _env_float("REQUEST_TIMEOUT_S", cls.request_timeout_s),
-            "retry_after_s": _env_int("RETRY_AFTER_S", cls.retry_after_s),
-            "draft_decode": _env_bool("DRAFT_DECODE", cls.draft_decode),
-            "prediction_log": _env_str("PREDICTION_LOG", cls.prediction_log),
-            "feedback_log": _env_str("FEEDBACK_LOG", cls.feedback_log),
-            "log_max_bytes": _env_int("LOG_MAX_BYTES", cls.log_max_bytes),
-            "log_backups": _env_int("LOG_BACKUPS", cls.log_backups),
-            "recent_window": _env_int("RECENT_WINDOW", cls.recent_window),
-            "recent_ids": _env_int("RECENT_IDS", cls.recent_ids),
-            "explain_grid": _env_int("EXPLAIN_GRID", cls.explain_grid),
-            "shutdown_grace_s": _env_float("SHUTDOWN_GRACE_S", cls.shutdown_grace_s),
-        }
+        values: dict[str, object] = {"store": StoreConfig.from_env()}
+        for f in dataclasses.fields(cls):
+            if f.name not in ENV:
+                continue  # the store reads its own variables (serving/store/config.py)
+            raw = os.environ.get(ENV[f.name])
+            # An empty string is meaningful for a string setting (API_KEY= turns auth off).
+            if raw is None or (not raw.strip() and not isinstance(getattr(cls, f.name), str)):
+                continue
+            try:
+                values[f.name] = parse(f.name, raw.strip())
+            except ValueError as exc:
+                raise ValueError(f"{ENV[f.name]}={raw!r} is not a valid value: {exc}") from exc
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
 
@@ -129,3 +89,37 @@ class Settings:
     def single_image_body_limit(self) -> int:
         """Body cap for one-image routes: the image, base64's 4/3 growth, and form overhead."""
         return self.max_bytes * 4 // 3 + 64 * 1024
+
+
+# Setting -> environment variable.
+ENV: dict[str, str] = {
+    "model_dir": "MODEL_DIR", "host": "HOST", "port": "PORT", "log_level": "LOG_LEVEL",
+    "api_key": "API_KEY", "max_bytes": "MAX_IMAGE_BYTES", "max_pixels": "MAX_IMAGE_PIXELS",
+    "min_side": "MIN_IMAGE_SIDE", "allowed_formats": "ALLOWED_FORMATS",
+    "max_request_bytes": "MAX_REQUEST_BYTES", "max_batch_files": "MAX_BATCH_FILES",
+    "request_timeout_s": "REQUEST_TIMEOUT_S", "body_read_timeout_s": "BODY_READ_TIMEOUT_S",
+    "max_concurrent_requests": "MAX_CONCURRENT_REQUESTS",
+    "decode_queue_max": "DECODE_QUEUE_MAX", "queue_max": "QUEUE_MAX",
+    "retry_after_s": "RETRY_AFTER_S", "inference_threads": "INFERENCE_THREADS",
+    "decode_threads": "DECODE_THREADS", "batch_max_size": "BATCH_MAX_SIZE",
+    "batch_max_wait_ms": "BATCH_MAX_WAIT_MS", "draft_decode": "DRAFT_DECODE",
+    "explain_grid": "EXPLAIN_GRID", "shutdown_grace_s": "SHUTDOWN_GRACE_S",
+}  # fmt: skip
+
+
+def parse(name: str, raw: str) -> object:
+    """One variable's text as its setting's type (the type of the setting's default)."""
+    default = getattr(Settings, name, None)
+    if name in ("inference_threads", "decode_threads"):
+        return int(raw)
+    if name == "allowed_formats":
+        return frozenset(f.strip().upper() for f in raw.split(",") if f.strip())
+    if name == "log_level":
+        return raw.lower()
+    if isinstance(default, bool):
+        return raw.lower() in ("1", "true", "yes", "on")
+    if isinstance(default, Path):
+        return Path(raw)
+    if isinstance(default, int | float):
+        return type(default)(raw)
+    return raw

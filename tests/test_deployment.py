@@ -242,9 +242,9 @@ PROMQL_WORDS = {"histogram_quantile", "by", "on", "and", "or", "sum", "max", "mi
 
 
 def test_alerts_and_dashboard_use_the_service_metrics() -> None:
-    from serving.metrics import Metrics
+    from serving.prometheus_metrics import ServiceMetrics
 
-    exported = {m.name for m in Metrics().registry.collect()}
+    exported = {m.name for m in ServiceMetrics().registry.collect()}
     # prometheus_client names counters without _total in collect(); the exposition adds it.
     exported |= {f"{name}_total" for name in exported}
     referenced = _referenced_metrics()
@@ -389,7 +389,7 @@ def smoke_photo(bundle_dir: Path, fullres_photos: list[tuple[Path, str]]) -> tup
     bundle may miss some photos, so pick one it gets right, judged without the server.
     """
     from serving import imaging
-    from serving.model import Model
+    from serving.inference.model import Model
 
     model = Model(bundle_dir, threads=1)
     photos = [photo for photo, _ in fullres_photos]

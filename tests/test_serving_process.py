@@ -70,8 +70,8 @@ def start_server(bundle_dir: Path, workdir: Path, **env: str) -> Server:
         "PORT": str(port),
         "LOG_LEVEL": "info",
         "API_KEY": "",
-        "PREDICTION_LOG": str(workdir / f"predictions-{port}.jsonl"),
-        "FEEDBACK_LOG": str(workdir / f"feedback-{port}.jsonl"),
+        "STORE_PATH": str(workdir / f"store-{port}.sqlite3"),
+        "DATABASE_URL": "",
         "SHUTDOWN_GRACE_S": "20",
         **env,
     }
@@ -183,7 +183,8 @@ def test_sigterm_finishes_the_request_in_flight_then_exits(
         sock.close()
         assert status == 200, payload
         answer = json.loads(payload)
-        assert answer["request_id"] == headers["x-request-id"] == "in-flight-1"
+        assert answer["request_id"] == headers["x-request-id"]
+        assert headers["x-correlation-id"] == "in-flight-1"
         assert answer["label"] in ("cat", "dog")
         assert server.process.wait(timeout=30) == 0
     finally:
@@ -192,9 +193,10 @@ def test_sigterm_finishes_the_request_in_flight_then_exits(
     lines = server.log_lines()
     assert any(line.get("event") == "drain" for line in lines), "no 'draining' log line"
     request_lines = [line for line in lines if line.get("event") == "request"]
-    in_flight = [line for line in request_lines if line.get("request_id") == "in-flight-1"]
+    in_flight = [line for line in request_lines if line.get("correlation_id") == "in-flight-1"]
     assert len(in_flight) == 1
     line = in_flight[0]
+    assert line["request_id"] == answer["request_id"]
     assert line["method"] == "POST" and line["route"] == "/predict" and line["status"] == 200
     assert line["latency_ms"] > 0 and line["label"] == answer["label"]
     assert line["confidence"] == answer["confidence"]

@@ -17,7 +17,7 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 CONFIDENCE_BUCKETS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.99, 1.0)
 
 
-class Metrics:
+class ServiceMetrics:
     """Every metric the service exports; one instance per app (tests build many apps)."""
 
     def __init__(self) -> None:
@@ -65,3 +65,8 @@ class Metrics:
         self.feedback = Counter(
             "feedback", "Feedback records stored, by true label.", ["label"], registry=r
         )
+
+    def observe_batch(self, size: int, seconds: float) -> None:
+        """One ONNX Runtime call (called from the inference thread)."""
+        self.batch_size.observe(size)
+        self.inference_duration.observe(seconds)

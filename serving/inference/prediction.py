@@ -1,0 +1,45 @@
+"""What one served prediction is: the public answer plus what monitoring keeps of it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from serving.inference.decoding import Prepared
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request as the core sees it: its ids and its deadline (perf_counter seconds)."""
+
+    request_id: str  # made by the server
+    started: float
+    deadline: float
+    correlation_id: str | None = None  # the client's X-Request-ID, if it sent one
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One photo's prediction, as answered and as recorded."""
+
+    request_id: str
+    correlation_id: str | None
+    label: str
+    probabilities: dict[str, float]
+    confidence: float
+    model_version: str
+    inference_ms: float
+    latency_ms: float
+    time: str  # ISO 8601, UTC
+    image: Prepared | None = None
+
+    def answer(self) -> dict[str, Any]:
+        """The public fields (the JSON a client gets)."""
+        return {
+            "label": self.label,
+            "probabilities": self.probabilities,
+            "confidence": self.confidence,
+            "model_version": self.model_version,
+            "request_id": self.request_id,
+            "inference_ms": self.inference_ms,
+        }

@@ -1,0 +1,148 @@
+"""Requests through the engine under their deadlines: decode -> batch -> model -> record.
+
+Every image a request brings is counted against the same limits (images per request,
+queue slots, decode slots, one deadline), whatever its route or encoding. Each finished
+prediction goes to the recorder (`recorder.record(prediction)`), the one place where
+what is served is kept for monitoring.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol, TypeVar
+
+import numpy as np
+
+from serving.imaging import ImageError
+from serving.inference.decoding import Prepared, prepare
+from serving.inference.engine import Engine
+from serving.inference.prediction import Call, Prediction
+from serving.logs import utc_now
+from serving.refusals import Refused
+
+T = TypeVar("T")
+
+
+class Recorder(Protocol):
+    """Where served predictions go (serving/recording.py is the default one)."""
+
+    def record(self, prediction: Prediction) -> None: ...
+
+
+class Predictor:
+    """The prediction path of one app, shared by every route."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        recorder: Recorder,
+        on_prediction: Callable[[Prediction], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.recorder = recorder
+        self._on_prediction = on_prediction
+
+    def check_count(self, count: int) -> None:
+        """Refuse a request with more images than one request may bring."""
+        limit = self.engine.settings.max_batch_files
+        if count > limit:
+            raise Refused("too_many_files", f"{count} images sent; the limit is {limit}.")
+
+    async def prepare(self, data: bytes, call: Call) -> Prepared:
+        """Decode one upload in the decode pool (raises ImageError for a bad photo)."""
+        model = self.engine.require_model()
+        assert self.engine.decoder is not None
+        limits, draft = self.engine.limits, self.engine.settings.draft_decode
+        work = self.engine.decoder.run(prepare, data, limits, model.size, draft)
+        return await within(call, work, "decoding")
+
+    async def infer(self, images: np.ndarray, call: Call) -> tuple[np.ndarray, float]:
+        """Micro-batched inference of uint8 pixels or a float32 tensor; (probs, ms)."""
+        self.engine.require_model()
+        assert self.engine.batcher is not None
+        return await within(call, self.engine.batcher.submit(images), "inference")
+
+    async def predict_one(self, data: bytes, call: Call) -> tuple[Prediction, Prepared]:
+        prepared = await self.prepare(data, call)
+        probs, inference_ms = await self.infer(prepared.pixels[None], call)
+        return self.finish(call, call.request_id, probs[0], inference_ms, prepared), prepared
+
+    async def predict_many(
+        self, blobs: Sequence[bytes], call: Call
+    ) -> list[Prediction | ImageError]:
+        """Several uploads: a bad photo gets its ImageError, the rest their predictions.
+
+        Item ids derive from the server's request id: `<request id>-<index>`.
+        """
+        self.check_count(len(blobs))
+        results = await asyncio.gather(
+            *(self.prepare(b, call) for b in blobs), return_exceptions=True
+        )
+        for item in results:
+            if isinstance(item, BaseException) and not isinstance(item, ImageError):
+                raise item  # overload, deadline or a fault fails the whole request
+        good = [(i, p) for i, p in enumerate(results) if isinstance(p, Prepared)]
+        if not good:
+            return [r for r in results if isinstance(r, ImageError)]  # all of them
+        probs, inference_ms = await self.infer(np.stack([p.pixels for _, p in good]), call)
+        by_index: dict[int, Prediction | ImageError] = {
+            i: self.finish(call, item_id(call, i), row, inference_ms, p)
+            for (i, p), row in zip(good, probs, strict=True)
+        }
+        by_index.update({i: r for i, r in enumerate(results) if isinstance(r, ImageError)})
+        return [by_index[i] for i in range(len(results))]
+
+    async def predict_tensor(self, tensor: np.ndarray, call: Call) -> np.ndarray:
+        """A preprocessed float32 [N, 3, S, S] tensor (V2 FP32): probabilities [N, C]."""
+        self.check_count(len(tensor))
+        probs, _ = await self.infer(tensor, call)
+        return probs
+
+    def finish(
+        self,
+        call: Call,
+        request_id: str,
+        probs: np.ndarray,
+        inference_ms: float,
+        prepared: Prepared | None,
+    ) -> Prediction:
+        """One probability row -> the served Prediction, counted and recorded."""
+        model = self.engine.require_model()
+        index = int(np.argmax(probs))
+        prediction = Prediction(
+            request_id=request_id,
+            correlation_id=call.correlation_id,
+            label=model.classes[index],
+            probabilities={
+                c: round(float(p), 6) for c, p in zip(model.classes, probs, strict=True)
+            },
+            confidence=round(float(probs[index]), 6),
+            model_version=model.manifest.version,
+            inference_ms=round(inference_ms, 3),
+            latency_ms=round((time.perf_counter() - call.started) * 1000.0, 3),
+            time=utc_now(),
+            image=prepared,
+        )
+        if self._on_prediction:
+            self._on_prediction(prediction)
+        self.recorder.record(prediction)
+        return prediction
+
+
+def item_id(call: Call, index: int) -> str:
+    return f"{call.request_id}-{index}"
+
+
+async def within(call: Call, work: Awaitable[T], stage: str) -> T:
+    """Await `work` before the call's deadline, or refuse with `timeout`."""
+    remaining = call.deadline - time.perf_counter()
+    if remaining <= 0:
+        if asyncio.iscoroutine(work):
+            work.close()
+        raise Refused("timeout", f"The request deadline passed before {stage}.")
+    try:
+        return await asyncio.wait_for(work, remaining)
+    except TimeoutError as exc:
+        raise Refused("timeout", f"The request deadline passed during {stage}.") from exc

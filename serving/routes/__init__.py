@@ -1,0 +1,1 @@
+"""The HTTP routes, one router per concern; each is a few lines over serving/inference/."""

@@ -1,0 +1,57 @@
+"""GET /model-info, /stats and /metrics: what is served, and how it is going."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from serving import schemas
+from serving.dependencies import EngineDep, ReadyModel, State
+from serving.store.live import publish_live
+
+router = APIRouter(tags=["info"])
+
+
+@router.get("/model-info", responses={503: {"model": schemas.ErrorOut}})
+async def model_info(model: ReadyModel) -> schemas.ModelInfoOut:
+    """The loaded bundle's manifest: identity, classes, input, real test metrics, lineage."""
+    m = model.manifest
+    return schemas.ModelInfoOut(
+        name=m.name,
+        version=m.version,
+        architecture=m.architecture,
+        classes=m.classes,
+        input=m.input.model_dump(),
+        output=m.output.model_dump(),
+        metrics=m.metrics,
+        data_version=m.data_version,
+        git_revision=m.git_revision,
+        mlflow_run_id=m.mlflow_run_id,
+        created_at=m.created_at,
+        sha256=m.sha256,
+    )
+
+
+@router.get("/stats")
+async def stats(state: State, engine: EngineDep) -> schemas.StatsOut:
+    """Predictions since start: count, per class, average confidence and inference time."""
+    return schemas.StatsOut(
+        **state.stats.as_dict(),
+        model_version=engine.model.manifest.version if engine.model else None,
+        queued_images=engine.batcher.queued_images if engine.batcher else 0,
+    )
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(state: State) -> Response:
+    """Prometheus text format; drift and live accuracy are read from the store now."""
+    model = state.engine.model
+    if model is not None:
+        m = state.metrics
+        await asyncio.to_thread(
+            publish_live, state.recorder.store, model.manifest.reference.model_dump(),
+            model.classes, m.drift_psi, m.live_accuracy,
+        )  # fmt: skip
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,40 @@
+"""Everything one app holds, built once by create_app; routes get its parts as dependencies."""
+
+from __future__ import annotations
+
+import asyncio
+
+from serving.inference.engine import Engine
+from serving.inference.predictor import Predictor
+from serving.prometheus_metrics import ServiceMetrics
+from serving.recording import Recorder
+from serving.settings import Settings
+from serving.stats import Stats
+
+
+class AppState:
+    """Settings, metrics, the inference engine, the predictor, the recorder and stats."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = ServiceMetrics()
+        self.engine = Engine(settings, on_batch=self.metrics.observe_batch)
+        self.stats = Stats(self.metrics)
+        self.recorder = Recorder(settings, self.metrics.registry)
+        self.predictor = Predictor(self.engine, self.recorder, on_prediction=self.stats.add)
+
+    async def start(self) -> None:
+        await self.engine.start()
+        model = self.engine.model
+        if model is None:
+            return
+        self.stats.reset(model.classes)
+        await asyncio.to_thread(self.recorder.open, model.classes)
+        self.metrics.model_info.labels(
+            version=model.manifest.version, name=model.manifest.name
+        ).set(1)
+
+    async def stop(self) -> None:
+        self.engine.begin_drain()
+        await self.engine.stop()
+        await asyncio.to_thread(self.recorder.close)

@@ -1,0 +1,1 @@
+"""Tests of serving/: one module per concern, mirroring the package."""

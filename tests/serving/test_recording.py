@@ -1,0 +1,118 @@
+"""What the service records of each prediction: the store's row, feedback, the gauges."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from serving import drift
+from serving.store import Store, StoreConfig
+from tests.serving.support import PHOTOS, upload
+
+
+def _reader(tmp_path: Path) -> Store:
+    """A second handle on the app's store, as another replica or the report would open it."""
+    store = Store(StoreConfig(path=tmp_path / "store.sqlite3"))
+    store.ensure_schema()
+    return store
+
+
+def test_the_store_keeps_what_monitoring_needs(fresh_app_client, tmp_path: Path) -> None:
+    app_client = fresh_app_client()
+    response = app_client.post(
+        "/predict",
+        files={"file": ("x.jpg", PHOTOS[0].read_bytes(), "image/jpeg")},
+        headers={"X-Request-ID": "client-abc-1"},
+    )
+    answer = response.json()
+    assert answer["request_id"] != "client-abc-1"  # the server makes the id
+    # Feedback waits for a prediction still queued, so after it the row is committed.
+    assert (
+        app_client.post(
+            "/feedback", json={"request_id": answer["request_id"], "label": "cat"}
+        ).status_code
+        == 200
+    )
+    reader = _reader(tmp_path)
+    try:
+        row = reader.prediction(answer["request_id"])
+    finally:
+        reader.close()
+    assert row is not None
+    assert row.label == answer["label"]
+    assert row.probabilities == answer["probabilities"]
+    assert row.confidence == answer["confidence"]
+    assert row.model_version == answer["model_version"]
+    assert row.latency_ms > 0 and row.ts > 0
+    assert (row.width, row.height) == Image.open(PHOTOS[0]).size
+    assert 0.0 < row.brightness < 1.0
+    assert row.sha256 == hashlib.sha256(PHOTOS[0].read_bytes()).hexdigest()
+    assert row.correlation_id == "client-abc-1"  # the client's id, kept for correlation
+
+
+def test_feedback_edge_cases(fresh_app_client, tmp_path: Path) -> None:
+    app_client = fresh_app_client()
+    answers = [upload(app_client, p.read_bytes()).json() for p in PHOTOS[:4]]
+    first = answers[0]
+    post = app_client.post
+    ok = post("/feedback", json={"request_id": first["request_id"], "label": first["label"]})
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["stored"] is True and ok.json()["correct"] is True
+    again = post("/feedback", json={"request_id": first["request_id"], "label": first["label"]})
+    assert again.status_code == 200 and again.json()["stored"] is False
+    flipped = "cat" if first["label"] == "dog" else "dog"
+    conflict = post("/feedback", json={"request_id": first["request_id"], "label": flipped})
+    assert (conflict.status_code, conflict.json()["reason"]) == (409, "label_conflict")
+    other = "cat" if answers[-1]["label"] == "dog" else "dog"
+    wrong = post("/feedback", json={"request_id": answers[-1]["request_id"], "label": other})
+    assert wrong.status_code == 200 and wrong.json()["correct"] is False
+    unknown = post("/feedback", json={"request_id": "never-seen", "label": "cat"})
+    assert (unknown.status_code, unknown.json()["reason"]) == (404, "unknown_request_id")
+    bad_label = post("/feedback", json={"request_id": first["request_id"], "label": "horse"})
+    assert (bad_label.status_code, bad_label.json()["reason"]) == (422, "unknown_label")
+    missing = post("/feedback", json={"label": "cat"})
+    assert (missing.status_code, missing.json()["reason"]) == (422, "missing_field")
+    metrics = app_client.get("/metrics").text
+    assert "model_live_accuracy 0.5" in metrics  # one right, one wrong; the repeat once
+    assert f'feedback_total{{label="{first["label"]}"}} 1.0' in metrics
+    assert "prediction_store_lost_total" in metrics and "prediction_store_up 1.0" in metrics
+
+
+def test_drift_gauges_are_fed_by_the_drift_report(
+    fresh_app_client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app_client = fresh_app_client()
+    answers = [upload(app_client, p.read_bytes()).json() for p in PHOTOS[:5]]
+    # The last feedback waits for its prediction, so the store holds all five now.
+    app_client.post("/feedback", json={"request_id": answers[-1]["request_id"], "label": "cat"})
+    seen: dict = {}
+
+    def drift_report(reference, labels, confidences, brightness, classes):
+        seen.update(reference=reference, labels=labels, confidences=confidences, classes=classes)
+        shares = labels.count(classes[0]) / len(labels)
+        return {
+            "class_share": shares,
+            "confidence": float(np.mean(confidences)),
+            "brightness": 0.25,
+        }
+
+    monkeypatch.setattr(drift, "drift_report", drift_report)
+    text = app_client.get("/metrics").text
+    assert seen["labels"][-5:] == [a["label"] for a in answers]
+    assert seen["confidences"][-5:] == pytest.approx([a["confidence"] for a in answers], abs=1e-6)
+    assert "confidence_histogram" in seen["reference"]
+    expected_share = seen["labels"].count(seen["classes"][0]) / len(seen["labels"])
+    assert f'model_drift_psi{{feature="class_share"}} {expected_share}' in text
+    assert 'model_drift_psi{feature="brightness"} 0.25' in text
+
+    def fewer_features(reference, labels, confidences, brightness, classes):
+        return {"confidence": 0.5}
+
+    monkeypatch.setattr(drift, "drift_report", fewer_features)
+    text = app_client.get("/metrics").text
+    assert 'model_drift_psi{feature="confidence"} 0.5' in text
+    assert 'feature="brightness"' not in text  # a feature left out is not a stale gauge
