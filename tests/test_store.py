@@ -162,6 +162,20 @@ def test_two_replicas_share_predictions_feedback_and_the_window(config: StoreCon
         two.close()
 
 
+def test_feedback_finds_a_prediction_another_replica_has_not_flushed_yet(
+    config: StoreConfig,
+) -> None:
+    one, two = _open(config, flush_ms=300, batch_size=1000), _open(config, flush_ms=300)
+    try:
+        record = _prediction("dog")
+        one.record(record)  # answered by one, still in its queue
+        outcome = two.add_feedback(record.request_id, "dog")  # asked of the other
+        assert outcome.stored and outcome.predicted_label == "dog"
+    finally:
+        one.close()
+        two.close()
+
+
 def test_concurrent_different_labels_store_exactly_one(config: StoreConfig) -> None:
     one, two = _open(config), _open(config)
     try:

@@ -113,12 +113,21 @@ class Store:
     def add_feedback(self, request_id: str, label: str) -> FeedbackOutcome:
         """Store the one true label of a prediction, atomically.
 
-        Raises UnknownPrediction (no such id), LabelConflict (another label is stored)
-        or StoreError (the store is down or full: nothing was stored).
+        A prediction still queued here is written first; one unknown to the store is
+        looked up once more after a flush interval, since another replica may still hold
+        it in its queue. Raises UnknownPrediction (no such id), LabelConflict (another
+        label is stored) or StoreError (the store is down or full: nothing was stored).
         """
         if not self.writer.wait_written(request_id, self.config.feedback_wait_s):
             raise StoreError("unavailable", "The prediction is not written yet; retry shortly.")
         self.ensure_schema()
+        try:
+            return self._store_label(request_id, label)
+        except UnknownPrediction:
+            time.sleep(self.config.flush_ms / 1000.0 + 0.1)
+            return self._store_label(request_id, label)
+
+    def _store_label(self, request_id: str, label: str) -> FeedbackOutcome:
         with self.db.transaction() as cur:
             sql = "SELECT label FROM predictions WHERE request_id = ?"
             row = cur.execute(sql, (request_id,)).fetchone()
