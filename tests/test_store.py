@@ -301,3 +301,25 @@ def test_postgres_down_then_back_loses_only_what_it_counted(
         if postgres.process is None or postgres.process.poll() is not None:
             postgres.start()  # the module's other tests need it running
         store.close()
+
+
+def test_a_store_down_at_start_is_used_once_it_comes_up(postgres: PostgresServer) -> None:
+    url = new_database(postgres)
+    postgres.stop()
+    try:
+        store = _open(StoreConfig(database_url=url, flush_ms=20, retry_s=0.3, timeout_s=2))
+        assert not store.writer.available  # said at start, and the service still starts
+        lost = _prediction()
+        store.record(lost)
+        _wait_until(lambda: store.writer.queued == 0)
+        assert _lost(store, "unavailable") == 1
+    finally:
+        postgres.start()
+    try:
+        kept = _prediction()
+        store.record(kept)  # the schema is created on the first write that reaches it
+        assert store.add_feedback(kept.request_id, "cat").stored
+        with pytest.raises(UnknownPrediction):
+            store.add_feedback(lost.request_id, "cat")
+    finally:
+        store.close()

@@ -45,7 +45,9 @@ class Store:
         self.config = config
         self.db = Database(config)
         self.metrics = StoreMetrics(registry)
-        self.writer = PredictionWriter(self.db, config, self.metrics.written.inc, self._count_loss)
+        self.writer = PredictionWriter(
+            self.db, config, self.metrics.written.inc, self._count_loss, self.ensure_schema
+        )
         self.metrics.watch(lambda: self.writer.queued, lambda: float(self.writer.available))
         self._schema_ready = False
         self._schema_lock = threading.Lock()

@@ -3,8 +3,9 @@
 `submit` never blocks: a record joins a bounded queue or is counted as lost. The writer
 thread commits a batch every `batch_size` records or `flush_ms`, whichever comes first,
 retrying a failed batch for up to `retry_s` before it gives the batch up (counted and
-logged). A record leaves `pending` only once it is committed or given up, so /feedback
-for a prediction not yet written waits for it (`wait_written`) instead of answering 404.
+logged; while the store stays down, later batches get one attempt each). A record
+leaves `pending` only once it is committed or given up, so /feedback for a prediction
+not yet written waits for it (`wait_written`) instead of answering 404.
 """
 
 from __future__ import annotations
@@ -37,8 +38,10 @@ class PredictionWriter:
         config: StoreConfig,
         on_written: Callable[[int], None],
         on_lost: Callable[[str, int], None],
+        ensure_schema: Callable[[], None],
     ) -> None:
         self.db = db
+        self.ensure_schema = ensure_schema  # a store down at start gets its schema later
         self.config = config
         self.on_written = on_written
         self.on_lost = on_lost
@@ -126,11 +129,16 @@ class PredictionWriter:
                 self._cond.notify_all()
 
     def _write(self, batch: list[PredictionRecord]) -> None:
-        """Commit `batch`, retrying an outage for `retry_s`; then give it up, counted."""
-        deadline = time.monotonic() + self.config.retry_s
+        """Commit `batch`, retrying an outage for `retry_s`; then give it up, counted.
+
+        Once a batch has been given up, the store is known to be down: later batches get
+        one attempt each, so the writer keeps pace with traffic instead of queueing it.
+        """
+        deadline = time.monotonic() + (self.config.retry_s if self.available else 0.0)
         pause = 0.05
         while True:
             try:
+                self.ensure_schema()
                 with self.db.transaction() as cur:
                     cur.executemany(INSERT, [r.row() for r in batch])
             except StoreError as exc:
