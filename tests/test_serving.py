@@ -1,6 +1,6 @@
 """The prediction service in-process (FastAPI TestClient) against the real exported bundle.
 
-Real photos from ../shared/data/fullres with labels from their file names; every bad
+Real full-size photos committed in tests/data/fullres with labels from their file names; every bad
 input is generated here with Pillow. Servers in separate processes are in
 test_serving_process.py.
 """
@@ -32,9 +32,10 @@ from serving.app import create_app
 from serving.batching import MicroBatcher
 from serving.model import Model
 from serving.settings import Settings
+from tests.helpers.photos import FULLRES_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
-FULLRES = ROOT.parent / "shared" / "data" / "fullres"
+FULLRES = FULLRES_DIR
 PHOTOS = sorted(FULLRES.glob("*.jpg"))
 
 METRIC_NAMES = [
@@ -126,7 +127,7 @@ def uncertain_photo(correct_answers: list[tuple[Path, dict]]) -> tuple[Path, dic
 
 
 def test_photos_exist() -> None:
-    assert len(PHOTOS) >= 20, f"expected the shared full-size photos in {FULLRES}"
+    assert len(PHOTOS) >= 20, f"expected the committed full-size photos in {FULLRES}"
 
 
 def test_predict_labels_most_real_photos_correctly(client: TestClient) -> None:
