@@ -13,9 +13,10 @@ from PIL import Image
 
 from serving.settings import Settings
 from serving.store import StoreConfig
+from tests.helpers.photos import FULLRES_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
-FULLRES = ROOT.parent / "shared" / "data" / "fullres"
+FULLRES = FULLRES_DIR
 PHOTOS = sorted(FULLRES.glob("*.jpg"))
 
 
