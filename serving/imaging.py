@@ -33,26 +33,44 @@ class ImageError(ValueError):
 
 @dataclass(frozen=True)
 class Limits:
-    """Input limits; the defaults suit photographs a person would upload."""
+    """Input limits; the defaults suit photographs a person would upload.
+
+    `max_decoded_bytes` bounds the memory decoding may take (see `decoding_cost`), so a
+    small file that expands to gigabytes (a 16-bit or transparent PNG of 40 M pixels) is
+    refused from its header, before any pixel is decoded.
+    """
 
     max_bytes: int = 10 * 1024 * 1024
     max_pixels: int = 40_000_000
     min_side: int = 16
     formats: frozenset[str] = ALLOWED_FORMATS
+    max_decoded_bytes: int = 256 * 1024 * 1024
 
 
 DEFAULT_LIMITS = Limits()
 
+# Bytes per pixel Pillow keeps for a decoded mode (multi-band modes are stored 4 wide).
+_STORED_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
+_TRANSPARENT_MODES = ("RGBA", "LA", "PA", "RGBa", "La", "P")
 
-def decode(
-    data: bytes, limits: Limits = DEFAULT_LIMITS, draft_size: int | None = None
-) -> Image.Image:
-    """Decode bytes into an upright RGB image, or raise ImageError with a reason.
 
-    With `draft_size`, a JPEG is decoded directly at a reduced scale (never below
-    `draft_size` on either side), which is much cheaper for large uploads and gives
-    nearly the same pixels after `fit`.
+def decoding_cost(size: tuple[int, int], mode: str) -> int:
+    """Peak bytes to decode an image of `size` and `mode` and convert it to RGB.
+
+    The decoded pixels (mode and bit depth counted), plus the RGB copy when the mode is
+    not RGB, plus two RGBA layers for transparency compositing.
     """
+    pixels = size[0] * size[1]
+    cost = pixels * _STORED_BYTES.get(mode, 4)
+    if mode != "RGB":
+        cost += pixels * 4
+    if mode in _TRANSPARENT_MODES:
+        cost += pixels * 8
+    return cost
+
+
+def open_checked(data: bytes, limits: Limits) -> Image.Image:
+    """Open (header only) and check bytes, format and pixel count; raises ImageError."""
     if not data:
         raise ImageError("empty", "The file is empty.")
     if len(data) > limits.max_bytes:
@@ -69,7 +87,6 @@ def decode(
         raise ImageError("not_an_image", "The file is not an image Pillow can read.") from exc
     except Exception as exc:  # Pillow raises many types on garbage headers
         raise ImageError("not_an_image", f"The file is not a readable image: {exc}") from exc
-
     if img.format not in limits.formats:
         raise ImageError(
             "unsupported_format",
@@ -85,8 +102,31 @@ def decode(
         raise ImageError(
             "too_small", f"The image is {width}x{height}; each side needs {limits.min_side} px."
         )
+    return img
+
+
+def decode(
+    data: bytes, limits: Limits = DEFAULT_LIMITS, draft_size: int | None = None
+) -> Image.Image:
+    """Decode bytes into an upright RGB image, or raise ImageError with a reason.
+
+    With `draft_size`, a JPEG is decoded directly at a reduced scale (never below
+    `draft_size` on either side), which is much cheaper for large uploads and gives
+    nearly the same pixels after `fit`. The decoding budget is checked after drafting,
+    from the header, before any pixel is decoded.
+    """
+    img = open_checked(data, limits)
     if draft_size and img.format in ("JPEG", "MPO") and img.mode in ("RGB", "L", "CMYK", "YCbCr"):
         img.draft(img.mode, (draft_size, draft_size))
+    cost = decoding_cost(img.size, img.mode)
+    if cost > limits.max_decoded_bytes:
+        width, height = img.size
+        raise ImageError(
+            "too_many_bytes_decoded",
+            f"Decoding this {width}x{height} {img.mode} image would take {cost / 2**20:.0f} MiB; "
+            f"the limit is {limits.max_decoded_bytes / 2**20:.0f} MiB (send a smaller or "
+            "8-bit image, or a JPEG).",
+        )
     try:
         img.load()
         img = ImageOps.exif_transpose(img)
@@ -101,9 +141,14 @@ def to_rgb(img: Image.Image) -> Image.Image:
     """Convert any Pillow mode to 8-bit RGB; transparency is composited onto white."""
     if img.mode == "RGB":
         return img
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+    if img.mode.startswith("I;16"):
+        # Integer arithmetic: round(v / 65535 * 255) without a float64 copy of the image.
+        arr = np.asarray(img).astype(np.uint32)
+        arr8 = ((arr * 255 + 32767) // 65535).astype(np.uint8)
+        return Image.fromarray(arr8).convert("RGB")
+    if img.mode in ("I", "F"):
         arr = np.asarray(img, dtype=np.float64)
-        peak = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        peak = 65535.0 if arr.max() > 255 else 255.0
         arr8 = np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return Image.fromarray(arr8).convert("RGB")
     if img.mode == "P" and "transparency" in img.info:

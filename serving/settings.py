@@ -45,6 +45,7 @@ class Settings:
     # -- what one request may bring
     max_bytes: int = 10 * 1024 * 1024
     max_pixels: int = 40_000_000
+    max_decoded_bytes: int = 64 * 1024 * 1024
     min_side: int = 16
     allowed_formats: frozenset[str] = ALLOWED_FORMATS
     max_request_bytes: int = 64 * 1024 * 1024
@@ -95,6 +96,7 @@ class Settings:
 ENV: dict[str, str] = {
     "model_dir": "MODEL_DIR", "host": "HOST", "port": "PORT", "log_level": "LOG_LEVEL",
     "api_key": "API_KEY", "max_bytes": "MAX_IMAGE_BYTES", "max_pixels": "MAX_IMAGE_PIXELS",
+    "max_decoded_bytes": "MAX_DECODED_BYTES",
     "min_side": "MIN_IMAGE_SIDE", "allowed_formats": "ALLOWED_FORMATS",
     "max_request_bytes": "MAX_REQUEST_BYTES", "max_batch_files": "MAX_BATCH_FILES",
     "request_timeout_s": "REQUEST_TIMEOUT_S", "body_read_timeout_s": "BODY_READ_TIMEOUT_S",

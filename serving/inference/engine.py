@@ -33,6 +33,7 @@ class Engine:
         self.limits = imaging.Limits(
             max_bytes=settings.max_bytes,
             max_pixels=settings.max_pixels,
+            max_decoded_bytes=settings.max_decoded_bytes,
             min_side=settings.min_side,
             formats=settings.allowed_formats,
         )
