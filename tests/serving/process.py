@@ -42,8 +42,8 @@ def start_service(bundle_dir: Path, workdir: Path, **env: str) -> Server:
         port = sock.getsockname()[1]
     log_path = workdir / f"server-{port}.log"
     environment = {**os.environ, "MODEL_DIR": str(bundle_dir), "HOST": "127.0.0.1",
-                   "PORT": str(port), "PREDICTION_LOG": str(workdir / "p.jsonl"),
-                   "FEEDBACK_LOG": str(workdir / "f.jsonl"), **env}  # fmt: skip
+                   "PORT": str(port), "STORE_PATH": str(workdir / f"store-{port}.sqlite3"),
+                   "DATABASE_URL": "", **env}  # fmt: skip
     with log_path.open("wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "serving"], cwd=ROOT, env=environment,
                                    stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
