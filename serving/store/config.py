@@ -30,6 +30,7 @@ class StoreConfig:
     queue_max: int = 10_000
     retry_s: float = 5.0
     timeout_s: float = 3.0
+    pool_size: int = 4
     feedback_wait_s: float = 2.0
     window: int = 1000
     window_ttl_s: float = 5.0
@@ -46,6 +47,7 @@ class StoreConfig:
             "queue_max": int(_env("STORE_QUEUE_MAX", "10000")),
             "retry_s": float(_env("STORE_RETRY_S", "5")),
             "timeout_s": float(_env("STORE_TIMEOUT_S", "3")),
+            "pool_size": int(_env("STORE_POOL_SIZE", "4")),
             "feedback_wait_s": float(_env("STORE_FEEDBACK_WAIT_S", "2")),
             "window": int(_env("RECENT_WINDOW", "1000")),
             "window_ttl_s": float(_env("STORE_WINDOW_TTL_S", "5")),
@@ -59,7 +61,7 @@ class StoreConfig:
         """Refuse settings that would make the store unbounded or never flush."""
         if self.database_url and not self.database_url.startswith(("postgresql://", "postgres://")):
             raise ValueError("DATABASE_URL must be a postgresql://user:pass@host:port/db URL")
-        for name in ("batch_size", "queue_max", "window"):
+        for name in ("batch_size", "queue_max", "window", "pool_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"store setting {name} must be at least 1")
         for name in ("flush_ms", "retry_s", "timeout_s", "feedback_wait_s"):

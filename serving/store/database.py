@@ -1,8 +1,8 @@
 """One connection API over SQLite and PostgreSQL, with their failures named the same way.
 
 SQL is written once with `?` placeholders; PostgreSQL's driver wants `%s`, so the text is
-translated, never formatted with values. Each thread keeps its own connection (SQLite
-connections may not cross threads) and drops it after a failure, so the next call
+translated, never formatted with values. Connections come from a small pool
+(`STORE_POOL_SIZE` per process); one that fails is closed, not reused, so the next call
 reconnects: a database that comes back is used again without a restart.
 """
 
@@ -45,14 +45,15 @@ def classify(exc: BaseException) -> str | None:
 
 
 class Database:
-    """Thread-local connections, transactions and the schema of one store."""
+    """A small pool of connections, transactions and the schema of one store."""
 
     def __init__(self, config: StoreConfig) -> None:
         self.config = config
         self.dialect = config.dialect
-        self._local = threading.local()
-        self._all: list[Any] = []
+        self._idle: list[Any] = []
         self._lock = threading.Lock()
+        # Bounded per process, so 8 replicas stay far below PostgreSQL's max_connections.
+        self._slots = threading.BoundedSemaphore(config.pool_size)
 
     def _connect(self) -> Any:
         c = self.config
@@ -74,24 +75,28 @@ class Database:
             conn.execute(f"PRAGMA max_page_count={max(16, int(c.max_mb * 2**20 / page))}")
         return conn
 
-    def _connection(self) -> Any:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._connect()
-            self._local.conn = conn
+    @contextmanager
+    def _lease(self) -> Iterator[Any]:
+        """An idle connection or a new one; one an outage broke is closed, not returned."""
+        if not self._slots.acquire(timeout=self.config.timeout_s):
+            raise StoreError("unavailable", "Every store connection is busy; retry shortly.")
+        conn = None
+        try:
             with self._lock:
-                self._all.append(conn)
-        return conn
-
-    def _drop(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        self._local.conn = None
-        if conn is not None:
-            with self._lock:
-                if conn in self._all:
-                    self._all.remove(conn)
-            with suppress(Exception):  # closing a broken connection may fail too
-                conn.close()
+                conn = self._idle.pop() if self._idle else None
+            conn = conn or self._connect()
+            yield conn
+        except BaseException as exc:
+            if conn is not None and classify(exc) is not None:
+                with suppress(Exception):  # closing a broken connection may fail too
+                    conn.close()
+                conn = None
+            raise
+        finally:
+            if conn is not None:
+                with self._lock:
+                    self._idle.append(conn)
+            self._slots.release()
 
     def sql(self, text: str) -> str:
         return text.replace("?", "%s") if self.dialect == "postgresql" else text
@@ -103,22 +108,23 @@ class Database:
         Outages become `StoreError`; the connection is dropped so the next call reconnects.
         """
         try:
-            conn = self._connection()
-            cur = conn.cursor()
-            try:
-                yield Cursor(self, cur)
-                conn.commit()
-            except BaseException:
-                with suppress(Exception):  # the rollback of a dead connection fails too
-                    conn.rollback()
-                raise
-            finally:
-                cur.close()
+            with self._lease() as conn:
+                cur = conn.cursor()
+                try:
+                    yield Cursor(self, cur)
+                    conn.commit()
+                except BaseException:
+                    with suppress(Exception):  # the rollback of a dead connection fails too
+                        conn.rollback()
+                    raise
+                finally:
+                    cur.close()
+        except StoreError:
+            raise
         except Exception as exc:
             reason = classify(exc)
             if reason is None:
                 raise
-            self._drop()
             raise StoreError(reason, f"{self.config.describe()}: {exc}".strip()) from exc
 
     def migrate(self) -> int:
@@ -140,13 +146,12 @@ class Database:
         return len(MIGRATIONS)
 
     def close(self) -> None:
-        """Close every connection this object opened (at shutdown)."""
+        """Close the idle connections (at shutdown; leased ones close when returned)."""
         with self._lock:
-            conns, self._all = self._all, []
+            conns, self._idle = self._idle, []
         for conn in conns:
             with suppress(Exception):  # a connection broken by an outage may refuse to close
                 conn.close()
-        self._local = threading.local()
 
 
 class Cursor:
