@@ -12,6 +12,7 @@ import os
 import socket
 import threading
 import time
+from dataclasses import replace
 
 from prometheus_client import CollectorRegistry
 
@@ -83,20 +84,12 @@ class Store:
         self.writer.stop(timeout=self.config.retry_s + 5.0)
         self.db.close()
 
-    def status(self) -> dict[str, object]:
-        return {
-            "store": self.config.describe(),
-            "available": self.writer.available,
-            "queued": self.writer.queued,
-            "error": self.writer.last_error or None,
-        }
-
     # -- predictions --------------------------------------------------------------------
 
     def record(self, record: PredictionRecord) -> bool:
         """Queue a prediction for writing (never blocks); False when it was dropped."""
         if record.replica is None:
-            record = PredictionRecord(**{**record.__dict__, "replica": REPLICA})
+            record = replace(record, replica=REPLICA)
         return self.writer.submit(record)
 
     def prediction(self, request_id: str) -> PredictionRecord | None:
