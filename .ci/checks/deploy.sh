@@ -106,8 +106,9 @@ print(f"{len(list(out.iterdir()))} run: scripts extracted")
 EOF
 shellcheck --severity=warning "$tmp"/run/*.sh
 
-step "shellcheck on this script"
-shellcheck --severity=warning .ci/checks/deploy.sh
+step "shellcheck on the project's shell scripts"
+shellcheck --severity=warning .ci/run .ci/checks/*.sh scripts/setup.sh scripts/publish \
+  deployment/kubernetes/rollout.sh
 
 step "smoke test fails, naming the check, when nothing answers"
 port=$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
