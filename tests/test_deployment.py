@@ -163,17 +163,28 @@ def test_image_build_stops_without_a_bundle_saying_how_to_get_one(
         assert "dvc pull models/export" in result.stderr and "scripts/publish" in result.stderr
 
 
+def pinned_names(requirements: Path) -> list[str]:
+    """The package names of a requirements file, failing on any line without `==`."""
+    names = []
+    for line in requirements.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            assert re.fullmatch(r"[A-Za-z0-9_.\-\[\],]+==[\w.]+", line), f"not pinned: {line}"
+            names.append(line.split("==")[0].split("[")[0].lower())
+    return names
+
+
 def test_serving_requirements_are_pinned_and_torch_free() -> None:
     if not SERVING_REQUIREMENTS.exists():
         pytest.fail("serving/requirements.txt is missing: the image has nothing to install")
-    names = []
-    for line in SERVING_REQUIREMENTS.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            assert re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==[\w.]+", line), f"not pinned: {line}"
-            names.append(line.split("==")[0].split("[")[0].lower())
+    names = pinned_names(SERVING_REQUIREMENTS)
     assert "onnxruntime" in names
     assert not {"torch", "torchvision", "lightning", "timm"} & set(names)
+
+
+def test_training_requirements_are_pinned() -> None:
+    names = pinned_names(ROOT / "requirements.txt")
+    assert {"torch", "dvc", "mlflow", "onnxruntime"} <= set(names)
 
 
 # -- Kubernetes, Compose and monitoring against the service ------------------------------
