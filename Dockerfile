@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # The serving image: ONNX Runtime + FastAPI only (serving/requirements.txt, no torch) and the
-# model bundle from models/export/ (present after `dvc pull models/export` or `dvc repro`).
+# model bundle from models/export/ (git-ignored: present after `dvc repro`, or after
+# `dvc pull models/export` from a remote someone published it to with scripts/publish).
 # Build:  docker build -t cats-dogs:local .      Run: docker run -p 8000:8000 cats-dogs:local
 # tests/test_deployment.py replays this file (ENV, WORKDIR, COPY, CMD) in a venv, so keep
 # CMD in exec form and ENV in KEY=value form.
@@ -32,8 +33,17 @@ WORKDIR /app
 COPY --from=build /opt/venv /opt/venv
 # Code and bundle stay owned by root: the service user can read them, not change them.
 COPY serving/ serving/
-COPY models/export/ models/export/
-RUN python -m compileall -q serving
+# The [t] wildcard lets the build go on when the bundle is missing, so that the next step
+# stops it with a message saying how to get one, not a bare "not found".
+COPY models/expor[t]/ models/export/
+RUN if [ ! -s models/export/model.onnx ] || [ ! -s models/export/model.json ]; then \
+      echo "No model bundle in models/export/ (model.onnx and model.json). Get one first:" >&2; \
+      echo "  dvc pull models/export   the bundle dvc.lock records, from your DVC remote" >&2; \
+      echo "  dvc repro                or build it here: data, training, export" >&2; \
+      echo "Publish it for other clones and CI with scripts/publish (docs/deployment.md)." >&2; \
+      exit 1; \
+    fi \
+    && python -m compileall -q serving
 USER 10001:10001
 EXPOSE 8000
 # The slim base has no curl; the live endpoint says only that the process answers.

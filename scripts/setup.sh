@@ -37,7 +37,7 @@ echo "Installing this checkout into the environment (pip install -e . --no-deps)
 # The DVC remote's URL when it is a local folder (relative paths are relative to .dvc/).
 local_remote_dir() {
   local url
-  url=$(.venv/bin/dvc remote list 2>/dev/null | awk -v name="$(.venv/bin/dvc remote default 2>/dev/null)" \
+  url=$(.venv/bin/dvc remote list 2>/dev/null | awk -v name="$(.venv/bin/dvc config core.remote 2>/dev/null)" \
     '$1 == name {print $2}')
   case "$url" in
     "" | *://*) return 1 ;;

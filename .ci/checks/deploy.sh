@@ -2,7 +2,8 @@
 # Offline checks of the deployment files (docs/deployment.md): Dockerfile, Compose stack,
 # Prometheus config and alerts, Grafana dashboard, Kubernetes manifests, GitHub workflows
 # and the smoke test's failure path. No Docker engine, cluster or network needed.
-# .ci/run runs it with the venv active; promtool and shellcheck come from .ci/apt-packages.txt.
+# .ci/run runs it with the venv active; promtool and shellcheck come from .ci/apt-packages.txt
+# here and from the workflow's own steps on GitHub (.github/workflows/ci.yml).
 # What needs a model bundle and a server (the smoke test against the Dockerfile's command)
 # is tests/test_deployment.py.
 set -euo pipefail
@@ -72,13 +73,16 @@ fi
 "$compose_bin" -f docker-compose.yml config --services | sort | tr '\n' ' '
 echo
 
-step "kubectl kustomize deployment/kubernetes, validated against the Kubernetes API schemas"
-"$kubectl" kustomize deployment/kubernetes > "$tmp/manifests.yaml"
-# 1.30: the oldest version whose schema has the preStop sleep action; 1.37: the newest here.
-for version in 1.30.0 1.37.0; do
-  kubernetes-validate --strict --quiet -k "$version" "$tmp/manifests.yaml"
+step "kubectl kustomize every overlay, validated against the Kubernetes API schemas"
+for overlay in deployment/kubernetes/overlays/*/; do
+  name=$(basename "$overlay")
+  "$kubectl" kustomize "$overlay" > "$tmp/$name.yaml"
+  # 1.30: the oldest version whose schema has the preStop sleep action; 1.37: the newest here.
+  for version in 1.30.0 1.37.0; do
+    kubernetes-validate --strict --quiet -k "$version" "$tmp/$name.yaml"
+  done
+  echo "$name: $(grep -E '^kind:' "$tmp/$name.yaml" | cut -d' ' -f2 | sort | tr '\n' ' ')"
 done
-grep -E '^kind:' "$tmp/manifests.yaml" | sort | uniq -c
 
 step "GitHub workflows: the workflow schema, and shellcheck on every run: script"
 check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
@@ -102,8 +106,9 @@ print(f"{len(list(out.iterdir()))} run: scripts extracted")
 EOF
 shellcheck --severity=warning "$tmp"/run/*.sh
 
-step "shellcheck on this script"
-shellcheck --severity=warning .ci/checks/deploy.sh
+step "shellcheck on the project's shell scripts"
+shellcheck --severity=warning .ci/run .ci/checks/*.sh scripts/setup.sh scripts/publish \
+  deployment/kubernetes/rollout.sh
 
 step "smoke test fails, naming the check, when nothing answers"
 port=$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

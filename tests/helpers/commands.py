@@ -17,7 +17,9 @@ def venv_env() -> dict[str, str]:
     return env
 
 
-def run(cmd: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+def run(
+    cmd: list[str], cwd: Path, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """Run a command; on failure raise with the tail of its output, so the test says why.
 
     The command gets its own process group, and a timeout kills the whole group: `dvc exp
@@ -26,7 +28,7 @@ def run(cmd: list[str], cwd: Path, timeout: float = 600) -> subprocess.Completed
     process = subprocess.Popen(
         cmd,
         cwd=cwd,
-        env=venv_env(),
+        env={**venv_env(), **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
