@@ -50,7 +50,7 @@ class Settings:
     max_decoded_bytes: int = 64 * 1024 * 1024
     min_side: int = 16
     allowed_formats: frozenset[str] = ALLOWED_FORMATS
-    max_request_bytes: int = 64 * 1024 * 1024
+    max_request_bytes: int = 16 * 1024 * 1024
     max_batch_files: int = 32
     request_timeout_s: float = 10.0
     body_read_timeout_s: float = 10.0
