@@ -60,6 +60,7 @@ class Settings:
     queue_max: int = 256
     retry_after_s: int = 1
     # -- speed
+    workers: int = 1
     inference_threads: int = field(default_factory=available_cpus)
     decode_threads: int = field(default_factory=available_cpus)
     batch_max_size: int = 4
@@ -107,7 +108,7 @@ ENV: dict[str, str] = {
     "request_timeout_s": "REQUEST_TIMEOUT_S", "body_read_timeout_s": "BODY_READ_TIMEOUT_S",
     "max_concurrent_requests": "MAX_CONCURRENT_REQUESTS",
     "decode_queue_max": "DECODE_QUEUE_MAX", "queue_max": "QUEUE_MAX",
-    "retry_after_s": "RETRY_AFTER_S", "inference_threads": "INFERENCE_THREADS",
+    "retry_after_s": "RETRY_AFTER_S", "inference_threads": "INFERENCE_THREADS", "workers": "WORKERS",
     "decode_threads": "DECODE_THREADS", "batch_max_size": "BATCH_MAX_SIZE",
     "batch_max_wait_ms": "BATCH_MAX_WAIT_MS", "draft_decode": "DRAFT_DECODE",
     "prediction_log": "PREDICTION_LOG", "feedback_log": "FEEDBACK_LOG",
