@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # One-command set-up: a Python environment from requirements.txt (cached by the file's
-# hash, so a second run installs nothing) linked at .venv, then the sample photographs
-# pulled from the DVC remote into data/raw/.
+# hash, so a second run installs nothing) linked at .venv, this project installed into it
+# (editable, no dependencies: a second each run, so the cached venv always points at this
+# checkout), then the sample photographs pulled from the DVC remote into data/raw/.
+#
+# The pull is skipped, with a message, in CI (CI=true: the tests use the photographs
+# committed in tests/data), with SKIP_DVC_PULL=1, and when the default remote is a local
+# folder that is not there (the team's ../shared/dvc-store on another machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,7 +29,31 @@ else
 fi
 ln -sfn "$venv" .venv
 
-if [ "${SKIP_DVC_PULL:-0}" != 1 ]; then
+# setuptools comes with the pinned requirements (torch needs it): no build isolation, so
+# this needs no network and takes about a second.
+echo "Installing this checkout into the environment (pip install -e . --no-deps)"
+.venv/bin/pip install --quiet --no-deps --no-build-isolation --disable-pip-version-check -e .
+
+# The DVC remote's URL when it is a local folder (relative paths are relative to .dvc/).
+local_remote_dir() {
+  local url
+  url=$(.venv/bin/dvc remote list 2>/dev/null | awk -v name="$(.venv/bin/dvc remote default 2>/dev/null)" \
+    '$1 == name {print $2}')
+  case "$url" in
+    "" | *://*) return 1 ;;
+    /*) echo "$url" ;;
+    *) echo ".dvc/$url" ;;
+  esac
+}
+
+if [ "${CI:-}" = true ] || [ "${SKIP_DVC_PULL:-0}" = 1 ]; then
+  echo "Skipping dvc pull of the sample photographs (CI=${CI:-} SKIP_DVC_PULL=${SKIP_DVC_PULL:-0}):"
+  echo "  the tests use tests/data; run 'dvc pull data/raw.dvc' for the full data set."
+elif dir=$(local_remote_dir) && [ ! -d "$dir" ]; then
+  echo "Skipping dvc pull: the default DVC remote is the folder $dir, which is not on this machine."
+  echo "  Add your own remote with the data (docs/deployment.md, 'Publish data and bundle'):"
+  echo "    dvc remote add -d --local myremote s3://bucket/path && dvc pull data/raw.dvc"
+else
   echo "Pulling the sample photographs (dvc pull data/raw.dvc)"
   .venv/bin/dvc pull data/raw.dvc
 fi

@@ -53,7 +53,7 @@ def test_every_model_choice_builds_and_runs_forward(model_name: str) -> None:
     assert optimizer.param_groups[0]["lr"] > 0
 
 
-def test_pretrained_weights_load_strictly_and_recognise_photos(shared_data: Path) -> None:
+def test_pretrained_weights_load_strictly_and_recognise_photos() -> None:
     import timm
 
     net = timm.create_model("efficientnet_lite0", pretrained=False)

@@ -19,10 +19,8 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,9 +29,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.helpers.servers import Server, free_port, running, start_server
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # plain `pytest` puts tests/, not the repo root, on the path
-    sys.path.insert(0, str(ROOT))
 SERVING_REQUIREMENTS = ROOT / "serving" / "requirements.txt"
 SMOKE_TEST = ROOT / "scripts" / "smoke_test.py"
 K8S = ROOT / "deployment" / "kubernetes"
@@ -269,12 +267,6 @@ def test_compose_stack_wires_the_monitoring_files() -> None:
 # -- the Dockerfile's command in the Dockerfile's environment, against a real bundle -------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _size_mb(path: Path) -> float:
     total = sum(p.lstat().st_size for p in path.rglob("*") if p.is_file() or p.is_symlink())
     return total / 1e6
@@ -303,27 +295,6 @@ def serving_venv() -> Path:
     return venv
 
 
-@dataclass
-class Server:
-    url: str
-    process: subprocess.Popen
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
-
-    def stop(self, timeout: float = 40.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                return self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-                pytest.fail(f"no exit {timeout:.0f} s after SIGTERM:\n{self.output()}")
-        return self.process.returncode
-
-
 def start_like_the_image(
     dockerfile: list[Stage], venv: Path, bundle: Path, work: Path, wait_ready: bool = True
 ) -> Server:
@@ -342,7 +313,7 @@ def start_like_the_image(
     for key, value in runtime.env.items():
         value = value.replace("$PATH", env["PATH"]).replace("/opt/venv", str(venv))
         env[key] = value.replace(runtime.workdir, str(app_dir))
-    port = _free_port()
+    port = free_port()
     env.update(HOST="127.0.0.1", PORT=str(port))  # bind loopback only, on a free port
     cmd = list(runtime.cmd or [])
     for flag, value in (("--host", "127.0.0.1"), ("--port", str(port))):
@@ -350,24 +321,13 @@ def start_like_the_image(
             cmd[cmd.index(flag) + 1] = value
     cmd[0] = shutil.which(cmd[0], path=env["PATH"]) or cmd[0]
     assert cmd[0].startswith(str(venv)), f"{cmd[0]} is not the fresh venv's"
-    log = work / "server.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(cmd, cwd=app_dir, env=env, stdout=out, stderr=subprocess.STDOUT)
-    server = Server(f"http://127.0.0.1:{port}", process, log)
-    deadline = time.monotonic() + 120
     path = "/health/ready" if wait_ready else "/health/live"
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"server exited with {process.returncode}:\n{server.output()}")
-        try:
-            with urllib.request.urlopen(server.url + path, timeout=2) as resp:
-                if resp.status == 200:
-                    return server
-        except OSError:
-            pass
-        time.sleep(0.5)
-    server.stop()
-    pytest.fail(f"{path} not 200 after 120 s:\n{server.output()}")
+    try:
+        return start_server(
+            cmd, port, work / "server.log", env=env, cwd=app_dir, health_path=path, timeout=120
+        )
+    except RuntimeError as error:
+        pytest.fail(str(error))
 
 
 @pytest.fixture(scope="module")
@@ -377,8 +337,8 @@ def image_server(
     server = start_like_the_image(
         dockerfile, serving_venv, bundle_dir, tmp_path_factory.mktemp("image")
     )
-    yield server
-    server.stop()
+    with running(server):
+        yield server
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,13 @@ import pytest
 from PIL import Image
 
 from serving.imaging import ImageError, Limits, decode, fit, load, to_batch
+from tests.helpers.photos import sample_photos
 from tests.images import broken, encode, variants
 
 
 @pytest.fixture(scope="module")
-def photo(shared_data: Path) -> Path:
-    return shared_data / "cats_dogs" / "cat" / "1001.jpg"
+def photo() -> Path:
+    return sample_photos("cat", 1)[0]
 
 
 def test_real_photo_becomes_model_input(photo: Path) -> None:

@@ -20,6 +20,8 @@ import pytest
 from PIL import Image
 
 from serving import drift, monitor
+from tests.helpers.photos import FULLRES_DIR, SAMPLE_DIR
+from tests.helpers.servers import start_service
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,9 +36,8 @@ def _load_script(name: str):
 
 
 sim = _load_script("simulate_traffic")
-SHARED = ROOT.parent / "shared" / "data"
-FULLRES = SHARED / "fullres"
-CATS_DOGS = SHARED / "cats_dogs"
+FULLRES = FULLRES_DIR
+CATS_DOGS = SAMPLE_DIR
 
 
 # ---------------------------------------------------------------- PSI
@@ -447,7 +448,7 @@ API_KEY = "monitoring-test-key"
 
 @pytest.fixture(scope="module")
 def live_service(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    """A real server (the service's own `start_server`: free port, stopped by PID) with its
+    """A real server (tests.helpers: free port, stopped by PID) with its
     own logs and an API key.
 
     RECENT_WINDOW=40 makes the drift gauge describe the last 40 predictions only, so a
@@ -455,8 +456,6 @@ def live_service(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     service and the monitor (run with the same environment) compute PSI on such windows;
     a small LOG_MAX_BYTES makes the prediction log rotate, as a busy pod's does.
     """
-    from test_serving_process import start_server
-
     work = tmp_path_factory.mktemp("monitoring")
     env = {
         "MODEL_DIR": str(bundle_dir),
@@ -468,7 +467,7 @@ def live_service(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         "LOG_MAX_BYTES": "12000",  # about 25 predictions a file
         "LOG_BACKUPS": "50",
     }
-    server = start_server(bundle_dir, work, **env)
+    server = start_service(bundle_dir, work, **env)
     try:
         yield {"url": server.url, "work": work, "env": {**os.environ, **env}}
     finally:

@@ -18,7 +18,8 @@ from serving.imaging import load, to_batch
 from stages.export import Served, export_onnx, prove_agreement
 from stages.models import small_cnn
 from stages.training import load_classifier
-from tests.conftest import EXPERIMENT_NAME, run
+from tests.conftest import EXPERIMENT_NAME
+from tests.helpers.commands import run
 
 DECLARED_FILES = [
     "data/prepared/manifest.csv",

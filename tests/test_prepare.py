@@ -13,45 +13,46 @@ import pytest
 from PIL import Image
 
 from stages.prepare import prepare, split_of
+from tests.helpers.photos import sample_photos
 from tests.images import broken, encode, variants
 
 RATIOS = {"train": 0.6, "val": 0.2, "test": 0.2}
 
 
-def photos(shared_data: Path, label: str, count: int, skip: int = 0) -> list[Path]:
-    return sorted((shared_data / "cats_dogs" / label).glob("*.jpg"))[skip : skip + count]
+def photos(label: str, count: int, skip: int = 0) -> list[Path]:
+    return sample_photos(label, count, skip)
 
 
 @pytest.fixture()
-def dirty_raw(tmp_path: Path, shared_data: Path) -> Path:
+def dirty_raw(tmp_path: Path) -> Path:
     """PetImages-style `Cat/`, plain `dog/`, Kaggle flat names, and every kind of bad file."""
     raw = tmp_path / "raw"
     cats, dogs = raw / "Cat", raw / "dog"
     cats.mkdir(parents=True)
     dogs.mkdir()
-    for p in photos(shared_data, "cat", 6):
+    for p in photos("cat", 6):
         shutil.copy(p, cats / p.name)
-    for p in photos(shared_data, "dog", 6):
+    for p in photos("dog", 6):
         shutil.copy(p, dogs / p.name)
-    source = photos(shared_data, "cat", 1, skip=20)[0]
+    source = photos("cat", 1, skip=20)[0]
     good = variants(source)
     (cats / "gray.jpg").write_bytes(good["grayscale"])
     (cats / "cmyk.jpg").write_bytes(good["cmyk"])
     (cats / "alpha.png").write_bytes(good["rgba_png"])
     (cats / "palette.png").write_bytes(good["palette_png"])
     (cats / "png_named.jpg").write_bytes(encode(Image.open(source), "PNG"))
-    bad = broken(photos(shared_data, "dog", 1, skip=20)[0])
+    bad = broken(photos("dog", 1, skip=20)[0])
     for kind in ("empty", "text", "truncated", "tiny", "ico"):
         (dogs / f"bad_{kind}.jpg").write_bytes(bad[kind][0])
     # The same bytes twice under one label (one is kept) and under both labels (both dropped).
-    shutil.copy(cats / photos(shared_data, "cat", 1)[0].name, cats / "copy_of_first.jpg")
-    conflict = photos(shared_data, "dog", 1, skip=30)[0]
+    shutil.copy(cats / photos("cat", 1)[0].name, cats / "copy_of_first.jpg")
+    conflict = photos("dog", 1, skip=30)[0]
     shutil.copy(conflict, dogs / "conflict.jpg")
     shutil.copy(conflict, cats / "conflict.jpg")
     # Kaggle's flat layout, an unknown class and an OS droppings file.
-    shutil.copy(photos(shared_data, "dog", 1, skip=40)[0], raw / "dog.40.jpg")
+    shutil.copy(photos("dog", 1, skip=40)[0], raw / "dog.40.jpg")
     (raw / "bird").mkdir()
-    shutil.copy(photos(shared_data, "cat", 1, skip=50)[0], raw / "bird" / "tweety.jpg")
+    shutil.copy(photos("cat", 1, skip=50)[0], raw / "bird" / "tweety.jpg")
     (cats / ".DS_Store").write_bytes(b"\x00\x01")
     return raw
 
@@ -97,12 +98,12 @@ def test_dirty_folder_counts_every_skip_and_keeps_every_good_photo(
 
 
 def test_split_is_deterministic_and_stable_when_photos_are_added(
-    tmp_path: Path, shared_data: Path
+    tmp_path: Path,
 ) -> None:
     raw = tmp_path / "raw"
     for label in ("cat", "dog"):
         (raw / label).mkdir(parents=True)
-        for p in photos(shared_data, label, 30):
+        for p in photos(label, 30):
             shutil.copy(p, raw / label / p.name)
     run_prepare(raw, tmp_path / "a")
     run_prepare(raw, tmp_path / "b")
@@ -110,7 +111,7 @@ def test_split_is_deterministic_and_stable_when_photos_are_added(
     assert first.equals(pd.read_csv(tmp_path / "b" / "manifest.csv"))
 
     for label in ("cat", "dog"):
-        for p in photos(shared_data, label, 30, skip=30):
+        for p in photos(label, 30, skip=30):
             shutil.copy(p, raw / label / p.name)
     run_prepare(raw, tmp_path / "c")
     grown = pd.read_csv(tmp_path / "c" / "manifest.csv")

@@ -10,15 +10,15 @@ import hashlib
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
-import httpx
 import pytest
 
-from tests.conftest import free_port, run, venv_env
+from tests.helpers.commands import run, venv_env
+from tests.helpers.photos import LABELS, sample_photos
+from tests.helpers.servers import free_port, running, start_server
 
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -29,26 +29,14 @@ CREDENTIALS = {
 
 @pytest.fixture()
 def s3_endpoint(tmp_path: Path) -> Iterator[str]:
+    """moto's S3 API on a free loopback port, stopped by PID after the test."""
     port = free_port()
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=(tmp_path / "moto.log").open("w"),
-        stderr=subprocess.STDOUT,
+    moto = [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)]
+    server = start_server(
+        moto, port, tmp_path / "moto.log", health_path="/", healthy=lambda status: status < 500
     )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                httpx.get(url, timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        else:
-            pytest.fail("moto_server did not start")
-        yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    with running(server):
+        yield server.url
 
 
 def s3_client(endpoint: str):
@@ -69,13 +57,13 @@ def digests(folder: Path) -> dict[str, str]:
     }
 
 
-def test_push_and_pull_through_s3(tmp_path: Path, shared_data: Path, s3_endpoint: str) -> None:
+def test_push_and_pull_through_s3(tmp_path: Path, s3_endpoint: str) -> None:
     s3_client(s3_endpoint).create_bucket(Bucket="cats-dogs-data")
     repo = tmp_path / "repo"
     raw = repo / "data" / "raw"
-    for label in ("cat", "dog"):
+    for label in LABELS:
         (raw / label).mkdir(parents=True)
-        for photo in sorted((shared_data / "cats_dogs" / label).glob("*.jpg"))[:25]:
+        for photo in sample_photos(label, 25):
             shutil.copy(photo, raw / label / photo.name)
     before = digests(raw)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+import tempfile
 import zlib
 from dataclasses import replace
 from pathlib import Path
@@ -13,10 +14,24 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from serving.settings import Settings
+from tests.helpers.photos import FULLRES_DIR
+from tests.helpers.servers import Server, start_service
 
 ROOT = Path(__file__).resolve().parents[2]
-FULLRES = ROOT.parent / "shared" / "data" / "fullres"
+FULLRES = FULLRES_DIR  # committed full-size photos, labels in their names (cat.N.jpg)
 PHOTOS = sorted(FULLRES.glob("*.jpg"))
+
+
+def start_server(bundle_dir: Path, workdir: Path, **env: str) -> Server:
+    """A ready `python -m serving` (the shared harness) with its own logs under `workdir`."""
+    logs = Path(tempfile.mkdtemp(prefix="logs-", dir=workdir))
+    defaults = {
+        "API_KEY": "",
+        "PREDICTION_LOG": str(logs / "predictions.jsonl"),
+        "FEEDBACK_LOG": str(logs / "feedback.jsonl"),
+        "SHUTDOWN_GRACE_S": "20",
+    }
+    return start_service(bundle_dir, workdir, **{**defaults, **env})
 
 
 def true_label(path: Path) -> str:

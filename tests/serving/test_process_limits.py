@@ -14,15 +14,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.serving.process import Server, start_service
-from tests.serving.support import PHOTOS
+from tests.helpers.servers import Server
+from tests.serving.support import PHOTOS, start_server
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def server(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = start_service(bundle_dir, tmp_path_factory.mktemp("limits"), BODY_READ_TIMEOUT_S="1")
+    running = start_server(bundle_dir, tmp_path_factory.mktemp("limits"), BODY_READ_TIMEOUT_S="1")
     yield running
     running.stop()
 

@@ -13,89 +13,17 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-PHOTOS = sorted((ROOT.parent / "shared" / "data" / "fullres").glob("*.jpg"))
+from tests.helpers.servers import Server
+from tests.serving.support import PHOTOS, start_server
 
 pytestmark = pytest.mark.slow
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def log_lines(self) -> list[dict]:
-        """Every stdout line: `python -m serving` logs JSON only (uvicorn's lines too)."""
-        return [json.loads(line) for line in self.log_path.read_text().splitlines()]
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
-            try:
-                return self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.kill(self.process.pid, signal.SIGKILL)
-        return self.process.wait(timeout=10)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(bundle_dir: Path, workdir: Path, **env: str) -> Server:
-    port = free_port()
-    log_path = workdir / f"server-{port}.log"
-    environment = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "MODEL_DIR": str(bundle_dir),
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "LOG_LEVEL": "info",
-        "API_KEY": "",
-        "PREDICTION_LOG": str(workdir / f"predictions-{port}.jsonl"),
-        "FEEDBACK_LOG": str(workdir / f"feedback-{port}.jsonl"),
-        "SHUTDOWN_GRACE_S": "20",
-        **env,
-    }
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "serving"],
-            cwd=ROOT,
-            env=environment,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    server = Server(process, port, log_path)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited early:\n{log_path.read_text()}")
-        try:
-            if httpx.get(f"{server.url}/health/ready", timeout=1).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    server.stop()
-    raise RuntimeError(f"server not ready in 60 s:\n{log_path.read_text()}")
 
 
 def multipart(photo: Path, boundary: str = "testboundary0123") -> tuple[bytes, str]:

@@ -1,0 +1,1 @@
+"""One harness for every test: the committed photographs, subprocess commands, servers."""
