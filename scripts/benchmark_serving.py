@@ -44,19 +44,41 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def tree_rss_mb(pid: int) -> float:
-    """Resident memory of a process and all its descendants (uvicorn workers)."""
-    total, todo = 0, [pid]
+def tree_pids(pid: int) -> list[int]:
+    """A process and all its descendants (uvicorn workers)."""
+    pids, todo = [], [pid]
     while todo:
         p = todo.pop()
+        pids.append(p)
+        try:
+            todo += [int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split()]
+        except OSError:
+            continue
+    return pids
+
+
+def tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process tree so far."""
+    total = 0.0
+    for p in tree_pids(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process tree, in MB."""
+    total = 0
+    for p in tree_pids(pid):
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1])
-            children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
         except OSError:
             continue
-        todo += [int(c) for c in children]
     return total / 1024.0
 
 
@@ -132,10 +154,13 @@ def measure(
     process: subprocess.Popen, port: int, groups: list, duration: float, warmup: float
 ) -> dict:
     asyncio.run(run_clients(port, groups, warmup))
+    cpu_before = tree_cpu_s(process.pid)
     with PeakMemory(process.pid) as memory:
         tally, elapsed = asyncio.run(run_clients(port, groups, duration))
     row = summary(tally, elapsed)
     row["peak_rss_mb"] = memory.peak
+    answered = sum(sum(by.values()) for by in tally.statuses.values())
+    row["cpu_ms_per_request"] = 1000.0 * (tree_cpu_s(process.pid) - cpu_before) / max(1, answered)
     row["statuses"] = tally.statuses
     return row
 
@@ -157,11 +182,12 @@ def speed(args: argparse.Namespace, photos: list[Path]) -> dict:
             stop(naive)
     print(f"\n{args.clients} clients, {args.duration:g} s each, {len(photos)} photos; "
           f"service settings: {' '.join(args.set) or '(defaults)'}")  # fmt: skip
-    print("| server | req/s | p50 ms | p99 ms | non-200 | 5xx | peak RSS MB |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| server | req/s | p50 ms | p99 ms | non-200 | 5xx | peak RSS MB | server CPU ms/req |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in rows.items():
         print(f"| {name} | {r['good_rps']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
-              f"{r['good_not_200']} | {r['server_errors']} | {r['peak_rss_mb']:.0f} |")  # fmt: skip
+              f"{r['good_not_200']} | {r['server_errors']} | {r['peak_rss_mb']:.0f} | "
+              f"{r['cpu_ms_per_request']:.1f} |")  # fmt: skip
     if "naive" in rows:
         print(
             f"\nservice / naive design: {rows['service']['good_rps'] / rows['naive']['good_rps']:.2f}x req/s"
