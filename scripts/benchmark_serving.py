@@ -7,10 +7,10 @@ turn: N keep-alive connections POSTing the full-size JPEGs of --photos to /predi
 multipart uploads for --duration seconds. Prints req/s, p50/p99 latency, non-200
 answers and peak resident memory (all processes of the server) for both, and the ratio.
 
-`triggers`: the issue-9 load check. 12 clients upload good photos alone, then the same
-12 beside 4 clients that cycle through every input that once crashed or exhausted the
-service (scripts/serving_load.py). Prints the good photos' throughput both times and
-its drop, the answers to each trigger, any 5xx, and peak memory.
+`triggers`: the issue-9 load check. N clients upload good photos alone, then the same N
+clients mix in (--trigger-share of their requests) every input that once crashed or
+exhausted the service (scripts/serving_load.py). Prints the good photos' throughput both
+times and its drop, the answers to each trigger, any 5xx, and peak memory.
 
     .venv/bin/python scripts/benchmark_serving.py --model-dir models/export --duration 30
     .venv/bin/python scripts/benchmark_serving.py --model-dir models/export --mode triggers --duration 60
@@ -195,21 +195,35 @@ def speed(args: argparse.Namespace, photos: list[Path]) -> dict:
     return rows
 
 
+def mixed_actions(good: list, bad: list, share: float) -> list:
+    """Good uploads with a trigger after every (1 - share) / share of them, cycling both."""
+    per_trigger = max(1, round((1.0 - share) / share))
+    mixed, g = [], 0
+    for trigger in bad * 4:
+        mixed += [good[(g + k) % len(good)] for k in range(per_trigger)] + [trigger]
+        g += per_trigger
+    return mixed
+
+
 def trigger_check(args: argparse.Namespace, photos: list[Path]) -> dict:
     port = free_port()
     service = start_service(port, args.model_dir, args.set)
     try:
         good = good_photos(photos, port)
-        alone = measure(service, port, [(good, 12)], args.duration, args.warmup)
-        mixed = measure(service, port, [(good, 12), (triggers(photos[0], port), 4)],
-                        args.duration, args.warmup)  # fmt: skip
+        alone = measure(service, port, [(good, args.clients)], args.duration, args.warmup)
+        actions = mixed_actions(good, triggers(photos[0], port), args.trigger_share)
+        mixed = measure(service, port, [(actions, args.clients)], args.duration, args.warmup)
     finally:
         stop(service)
     drop = 1.0 - mixed["good_rps"] / alone["good_rps"]
     print(
-        f"\ngood photos alone (12 clients): {alone['good_rps']:.0f} req/s, p99 {alone['p99_ms']:.0f} ms"
+        f"\n{args.clients} clients, {args.duration:g} s each; triggers are "
+        f"{args.trigger_share:.0%} of the mixed requests"
     )
-    print(f"with 4 trigger clients:         {mixed['good_rps']:.0f} req/s, p99 {mixed['p99_ms']:.0f} ms"
+    print(
+        f"good photos alone:          {alone['good_rps']:.0f} req/s, p99 {alone['p99_ms']:.0f} ms"
+    )
+    print(f"good photos among triggers: {mixed['good_rps']:.0f} req/s, p99 {mixed['p99_ms']:.0f} ms"
           f" -> drop {100 * drop:.1f} %")  # fmt: skip
     print(
         f"5xx: {mixed['server_errors']}; good photos not 200: {mixed['good_not_200']}; "
@@ -231,6 +245,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of untimed load")
     parser.add_argument("--set", action="append", default=[], help="service env KEY=VALUE")
+    parser.add_argument("--trigger-share", type=float, default=0.2, help="triggers mode")
     parser.add_argument("--no-naive", action="store_true", help="skip the course design")
     parser.add_argument("--json", help="write the results here as JSON")
     args = parser.parse_args()

@@ -19,10 +19,11 @@ from serving.inference.prediction import Call
 from serving.inference.predictor import Predictor
 from serving.inference.tensors import fp32_images
 from serving.refusals import Refused
+from serving.routes.json_route import JSONRoute
 from serving.routes.uploads import decode_base64_image
 from serving.state import AppState
 
-router = APIRouter(prefix="/v2", tags=["open inference protocol v2"])
+router = APIRouter(prefix="/v2", tags=["open inference protocol v2"], route_class=JSONRoute)
 OUTPUTS = ("probabilities", "label")
 
 
