@@ -205,19 +205,45 @@ def mixed_actions(good: list, bad: list, share: float) -> list:
     return mixed
 
 
+def combine(rounds: list[dict]) -> dict:
+    """Rounds of one phase as one: mean rate, worst p99, summed answers, peak memory."""
+    statuses: dict[str, dict[int, int]] = {}
+    for r in rounds:
+        for kind, by in r["statuses"].items():
+            for status, n in by.items():
+                statuses.setdefault(kind, {})[status] = statuses.get(kind, {}).get(status, 0) + n
+    return {
+        "good_rps": sum(r["good_rps"] for r in rounds) / len(rounds),
+        "p99_ms": max(r["p99_ms"] for r in rounds),
+        "server_errors": sum(r["server_errors"] for r in rounds),
+        "good_not_200": sum(r["good_not_200"] for r in rounds),
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in rounds),
+        "statuses": statuses,
+        "rounds": [{k: v for k, v in r.items() if k != "statuses"} for r in rounds],
+    }
+
+
 def trigger_check(args: argparse.Namespace, photos: list[Path]) -> dict:
     port = free_port()
     service = start_service(port, args.model_dir, args.set)
+    alone_rounds, mixed_rounds = [], []
     try:
         good = good_photos(photos, port)
-        alone = measure(service, port, [(good, args.clients)], args.duration, args.warmup)
         actions = mixed_actions(good, triggers(photos[0], port), args.trigger_share)
-        mixed = measure(service, port, [(actions, args.clients)], args.duration, args.warmup)
+        # Alternate the phases so that load from other work on the machine hits both alike.
+        for _ in range(args.rounds):
+            phase = args.duration / args.rounds
+            alone_rounds.append(measure(service, port, [(good, args.clients)], phase, args.warmup))
+            mixed_rounds.append(
+                measure(service, port, [(actions, args.clients)], phase, args.warmup)
+            )
     finally:
         stop(service)
+    alone, mixed = combine(alone_rounds), combine(mixed_rounds)
     drop = 1.0 - mixed["good_rps"] / alone["good_rps"]
     print(
-        f"\n{args.clients} clients, {args.duration:g} s each; triggers are "
+        f"\n{args.clients} clients, {args.duration:g} s per phase in {args.rounds} alternating "
+        f"rounds; triggers are "
         f"{args.trigger_share:.0%} of the mixed requests"
     )
     print(
@@ -245,6 +271,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of untimed load")
     parser.add_argument("--set", action="append", default=[], help="service env KEY=VALUE")
+    parser.add_argument("--rounds", type=int, default=3, help="triggers mode: alternations")
     parser.add_argument("--trigger-share", type=float, default=0.2, help="triggers mode")
     parser.add_argument("--no-naive", action="store_true", help="skip the course design")
     parser.add_argument("--json", help="write the results here as JSON")
