@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from tests.helpers.servers import Server
-from tests.serving.support import PHOTOS, start_server
+from tests.serving.support import PHOTOS, read_http_response, start_server
 
 pytestmark = pytest.mark.slow
 
@@ -36,25 +36,6 @@ def multipart(photo: Path, boundary: str = "testboundary0123") -> tuple[bytes, s
         + f"\r\n--{boundary}--\r\n".encode()
     )
     return body, f"multipart/form-data; boundary={boundary}"
-
-
-def read_http_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError(f"connection closed after {data!r}")
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])}
-    length = int(headers.get("content-length", "0"))
-    while len(body) < length:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        body += chunk
-    return int(lines[0].split()[1]), headers, body
 
 
 def wait_until_in_flight(server: Server, count: int, timeout: float = 30.0) -> None:
