@@ -22,7 +22,7 @@ from tests.serving.support import start_server
 
 pytestmark = pytest.mark.slow
 
-EXAMPLES_PER_OPERATION = 60
+EXAMPLES_PER_OPERATION = 40
 
 
 @pytest.fixture(scope="module")
