@@ -202,9 +202,7 @@ def main() -> None:
         client = mlflow.MlflowClient()
         version = str(info.registered_model_version)
         for key in ("data_version", "git_revision", "version"):
-            client.set_model_version_tag(
-                cfg.registered_name, version, key, getattr(manifest, key)
-            )
+            client.set_model_version_tag(cfg.registered_name, version, key, getattr(manifest, key))
     print(
         f"export: {onnx_path} ({export_metrics['onnx_size_mb']} MB, version {manifest.version}), "
         f"ONNX test accuracy {test_metrics['accuracy']:.4f}, max |ONNX - PyTorch| {worst:.1e}, "
