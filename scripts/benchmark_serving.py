@@ -1,14 +1,19 @@
-"""Load benchmark of the prediction service: N concurrent clients uploading real photos.
+"""Load benchmark of the prediction service, against the original course design.
 
-Starts `python -m serving` on a free 127.0.0.1 port (settings via --set KEY=VALUE),
-waits for readiness, then for each concurrency level runs that many keep-alive clients
-for --duration seconds, each POSTing the full-size JPEGs of the photo folder to /predict
-as multipart uploads. Reports requests/s, p50/p95/p99 latency, errors and the server's
-peak resident memory (VmHWM). The client is raw asyncio sockets with pre-built requests
-so that it takes as little of the shared CPU as possible.
+`speed` (default): starts `python -m serving` (settings via --set KEY=VALUE) and the
+course's original server (../shared/anchors/naive_server.py: torch eager on the event
+loop) side by side on free 127.0.0.1 ports, then runs the same clients against each in
+turn: N keep-alive connections POSTing the full-size JPEGs of --photos to /predict as
+multipart uploads for --duration seconds. Prints req/s, p50/p99 latency, non-200
+answers and peak resident memory (all processes of the server) for both, and the ratio.
 
-    .venv/bin/python scripts/benchmark_serving.py --model-dir models/export \
-        --concurrency 1 4 16 --duration 30
+`triggers`: the issue-9 load check. N clients upload good photos alone, then the same N
+clients mix in (--trigger-share of their requests) every input that once crashed or
+exhausted the service (scripts/serving_load.py). Prints the good photos' throughput both
+times and its drop, the answers to each trigger, any 5xx, and peak memory.
+
+    .venv/bin/python scripts/benchmark_serving.py --model-dir models/export --duration 30
+    .venv/bin/python scripts/benchmark_serving.py --model-dir models/export --mode triggers --duration 60
 """
 
 from __future__ import annotations
@@ -21,14 +26,16 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
 
-import numpy as np
+from serving_load import good_photos, run_clients, summary, triggers
 
 ROOT = Path(__file__).resolve().parents[1]
-BOUNDARY = "benchmarkboundary7d3f"
+NAIVE = ROOT.parent / "shared" / "anchors" / "naive_server.py"
 
 
 def free_port() -> int:
@@ -37,178 +44,248 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def build_requests(photos: list[Path], host: str, port: int) -> list[bytes]:
-    """One complete HTTP/1.1 multipart request per photo, built once."""
-    requests = []
-    for path in photos:
-        data = path.read_bytes()
-        body = (
-            (
-                f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; '
-                f'filename="{path.name}"\r\nContent-Type: image/jpeg\r\n\r\n'
-            ).encode()
-            + data
-            + f"\r\n--{BOUNDARY}--\r\n".encode()
-        )
-        head = (
-            f"POST /predict HTTP/1.1\r\nHost: {host}:{port}\r\n"
-            f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
-        ).encode()
-        requests.append(head + body)
-    return requests
-
-
-async def read_response(reader: asyncio.StreamReader) -> int:
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    length = 0
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        if name.strip().lower() == "content-length":
-            length = int(value)
-    await reader.readexactly(length)
-    return status
-
-
-async def client(
-    host: str, port: int, requests: list[bytes], offset: int, stop_at: float
-) -> tuple[list[float], int]:
-    latencies: list[float] = []
-    errors = 0
-    reader, writer = await asyncio.open_connection(host, port)
-    i = offset
-    while time.perf_counter() < stop_at:
-        payload = requests[i % len(requests)]
-        i += 1
-        started = time.perf_counter()
+def tree_pids(pid: int) -> list[int]:
+    """A process and all its descendants (uvicorn workers)."""
+    pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        pids.append(p)
         try:
-            writer.write(payload)
-            status = await read_response(reader)
-        except (OSError, asyncio.IncompleteReadError, ValueError):
-            errors += 1
-            writer.close()
-            reader, writer = await asyncio.open_connection(host, port)
+            todo += [int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split()]
+        except OSError:
             continue
-        latencies.append(time.perf_counter() - started)
-        if status != 200:
-            errors += 1
-    writer.close()
-    return latencies, errors
+    return pids
 
 
-async def run_level(
-    host: str, port: int, requests: list[bytes], concurrency: int, duration: float
-) -> dict[str, float]:
-    started = time.perf_counter()
-    stop_at = started + duration
-    spread = max(1, len(requests) // concurrency)
-    results = await asyncio.gather(
-        *(client(host, port, requests, k * spread, stop_at) for k in range(concurrency))
-    )
-    elapsed = time.perf_counter() - started
-    latencies = np.array([lat for lats, _ in results for lat in lats]) * 1000.0
-    errors = sum(err for _, err in results)
+def tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process tree so far."""
+    total = 0.0
+    for p in tree_pids(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process tree, in MB."""
+    total = 0
+    for p in tree_pids(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024.0
+
+
+class PeakMemory:
+    """Samples a process tree's RSS every 0.1 s in a thread; `.peak` in MB."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak, self._stop = pid, 0.0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, tree_rss_mb(self.pid))
+            self._stop.wait(0.1)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def start(command: list[str], port: int, env: dict[str, str], cwd: Path) -> subprocess.Popen:
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            sys.exit(f"{' '.join(command)} exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/docs", timeout=1):
+                return process
+        except OSError:
+            time.sleep(0.3)
+    process.kill()
+    sys.exit(f"{' '.join(command)} did not answer in 120 s")
+
+
+def start_service(port: int, model_dir: str, settings: list[str]) -> subprocess.Popen:
+    logs = Path(tempfile.mkdtemp(prefix="cats-dogs-benchmark-"))  # a fresh store per run
+    env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "MODEL_DIR": model_dir,
+           "LOG_LEVEL": "warning", "STORE_PATH": str(logs / "store.sqlite3"),
+           "DATABASE_URL": ""}  # fmt: skip
+    env.update(item.split("=", 1) for item in settings)
+    process = start([sys.executable, "-m", "serving"], port, env, ROOT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # /docs answers before the model is ready
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=1):
+                return process
+        except OSError:
+            time.sleep(0.2)
+    sys.exit("The service did not become ready.")
+
+
+def start_naive(port: int) -> subprocess.Popen:
+    command = [sys.executable, "-m", "uvicorn", "naive_server:app", "--host", "127.0.0.1",
+               "--port", str(port), "--log-level", "warning"]  # fmt: skip
+    return start(command, port, dict(os.environ), NAIVE.parent)
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def measure(
+    process: subprocess.Popen, port: int, groups: list, duration: float, warmup: float
+) -> dict:
+    asyncio.run(run_clients(port, groups, warmup))
+    cpu_before = tree_cpu_s(process.pid)
+    with PeakMemory(process.pid) as memory:
+        tally, elapsed = asyncio.run(run_clients(port, groups, duration))
+    row = summary(tally, elapsed)
+    row["peak_rss_mb"] = memory.peak
+    answered = sum(sum(by.values()) for by in tally.statuses.values())
+    row["cpu_ms_per_request"] = 1000.0 * (tree_cpu_s(process.pid) - cpu_before) / max(1, answered)
+    row["statuses"] = tally.statuses
+    return row
+
+
+def speed(args: argparse.Namespace, photos: list[Path]) -> dict:
+    port, naive_port = free_port(), free_port()
+    service = start_service(port, args.model_dir, args.set)
+    naive = start_naive(naive_port) if not args.no_naive else None
+    rows = {}
+    try:
+        rows["service"] = measure(service, port, [(good_photos(photos, port), args.clients)],
+                                  args.duration, args.warmup)  # fmt: skip
+        if naive is not None:
+            groups = [(good_photos(photos, naive_port), args.clients)]
+            rows["naive"] = measure(naive, naive_port, groups, args.duration, args.warmup)
+    finally:
+        stop(service)
+        if naive is not None:
+            stop(naive)
+    print(f"\n{args.clients} clients, {args.duration:g} s each, {len(photos)} photos; "
+          f"service settings: {' '.join(args.set) or '(defaults)'}")  # fmt: skip
+    print("| server | req/s | p50 ms | p99 ms | non-200 | 5xx | peak RSS MB | server CPU ms/req |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, r in rows.items():
+        print(f"| {name} | {r['good_rps']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
+              f"{r['good_not_200']} | {r['server_errors']} | {r['peak_rss_mb']:.0f} | "
+              f"{r['cpu_ms_per_request']:.1f} |")  # fmt: skip
+    if "naive" in rows:
+        print(
+            f"\nservice / naive design: {rows['service']['good_rps'] / rows['naive']['good_rps']:.2f}x req/s"
+        )
+    return rows
+
+
+def mixed_actions(good: list, bad: list, share: float) -> list:
+    """Good uploads with a trigger after every (1 - share) / share of them, cycling both."""
+    per_trigger = max(1, round((1.0 - share) / share))
+    mixed, g = [], 0
+    for trigger in bad * 4:
+        mixed += [good[(g + k) % len(good)] for k in range(per_trigger)] + [trigger]
+        g += per_trigger
+    return mixed
+
+
+def combine(rounds: list[dict]) -> dict:
+    """Rounds of one phase as one: mean rate, worst p99, summed answers, peak memory."""
+    statuses: dict[str, dict[int, int]] = {}
+    for r in rounds:
+        for kind, by in r["statuses"].items():
+            for status, n in by.items():
+                statuses.setdefault(kind, {})[status] = statuses.get(kind, {}).get(status, 0) + n
     return {
-        "clients": concurrency,
-        "requests": int(latencies.size),
-        "rps": latencies.size / elapsed,
-        "p50_ms": float(np.percentile(latencies, 50)) if latencies.size else float("nan"),
-        "p95_ms": float(np.percentile(latencies, 95)) if latencies.size else float("nan"),
-        "p99_ms": float(np.percentile(latencies, 99)) if latencies.size else float("nan"),
-        "errors": errors,
+        "good_rps": sum(r["good_rps"] for r in rounds) / len(rounds),
+        "p99_ms": max(r["p99_ms"] for r in rounds),
+        "server_errors": sum(r["server_errors"] for r in rounds),
+        "good_not_200": sum(r["good_not_200"] for r in rounds),
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in rounds),
+        "statuses": statuses,
+        "rounds": [{k: v for k, v in r.items() if k != "statuses"} for r in rounds],
     }
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of the server process (all its threads) so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024.0
-    return float("nan")
-
-
-def start_server(port: int, model_dir: str, settings: list[str]) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "MODEL_DIR": model_dir}
-    env.setdefault("LOG_LEVEL", "warning")
-    env.setdefault("STORE_PATH", "/tmp/cats-dogs-benchmark/store.sqlite3")
-    for item in settings:
-        key, _, value = item.partition("=")
-        env[key] = value
-    return subprocess.Popen(
-        [sys.executable, "-m", "serving"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL
+def trigger_check(args: argparse.Namespace, photos: list[Path]) -> dict:
+    port = free_port()
+    service = start_service(port, args.model_dir, args.set)
+    alone_rounds, mixed_rounds = [], []
+    try:
+        good = good_photos(photos, port)
+        actions = mixed_actions(good, triggers(photos[0], port), args.trigger_share)
+        # Alternate the phases so that load from other work on the machine hits both alike.
+        for _ in range(args.rounds):
+            phase = args.duration / args.rounds
+            alone_rounds.append(measure(service, port, [(good, args.clients)], phase, args.warmup))
+            mixed_rounds.append(
+                measure(service, port, [(actions, args.clients)], phase, args.warmup)
+            )
+    finally:
+        stop(service)
+    alone, mixed = combine(alone_rounds), combine(mixed_rounds)
+    drop = 1.0 - mixed["good_rps"] / alone["good_rps"]
+    print(
+        f"\n{args.clients} clients, {args.duration:g} s per phase in {args.rounds} alternating "
+        f"rounds; triggers are "
+        f"{args.trigger_share:.0%} of the mixed requests"
     )
-
-
-def wait_ready(port: int, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError("The server did not become ready.")
+    print(
+        f"good photos alone:          {alone['good_rps']:.0f} req/s, p99 {alone['p99_ms']:.0f} ms"
+    )
+    print(f"good photos among triggers: {mixed['good_rps']:.0f} req/s, p99 {mixed['p99_ms']:.0f} ms"
+          f" -> drop {100 * drop:.1f} %")  # fmt: skip
+    print(
+        f"5xx: {mixed['server_errors']}; good photos not 200: {mixed['good_not_200']}; "
+        f"peak RSS {max(alone['peak_rss_mb'], mixed['peak_rss_mb']):.0f} MB"
+    )
+    print("| trigger | answers (status: count; 0 = hung up by the client) |")
+    print("|---|---|")
+    for kind, by_status in sorted(mixed["statuses"].items()):
+        print(f"| {kind} | {', '.join(f'{s}: {n}' for s, n in sorted(by_status.items()))} |")
+    return {"alone": alone, "mixed": mixed, "good_drop": drop}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mode", choices=["speed", "triggers"], default="speed")
     parser.add_argument("--model-dir", default="models/export")
     parser.add_argument("--photos", default=str(ROOT.parent / "shared/data/fullres"))
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of untimed load")
-    parser.add_argument("--set", action="append", default=[], help="server env KEY=VALUE")
+    parser.add_argument("--set", action="append", default=[], help="service env KEY=VALUE")
+    parser.add_argument("--rounds", type=int, default=3, help="triggers mode: alternations")
+    parser.add_argument("--trigger-share", type=float, default=0.2, help="triggers mode")
+    parser.add_argument("--no-naive", action="store_true", help="skip the course design")
     parser.add_argument("--json", help="write the results here as JSON")
     args = parser.parse_args()
-
     photos = sorted(Path(args.photos).glob("*.jpg"))
     if not photos:
         sys.exit(f"No JPEGs in {args.photos}")
-    port = free_port()
-    server = start_server(port, args.model_dir, args.set)
-    rows = []
-    try:
-        wait_ready(port)
-        requests = build_requests(photos, "127.0.0.1", port)
-        asyncio.run(run_level("127.0.0.1", port, requests, max(args.concurrency), args.warmup))
-        for concurrency in args.concurrency:
-            cpu_before = cpu_seconds(server.pid)
-            row = asyncio.run(run_level("127.0.0.1", port, requests, concurrency, args.duration))
-            cpu_used = cpu_seconds(server.pid) - cpu_before
-            row["server_cpu_ms_per_request"] = 1000.0 * cpu_used / max(1, row["requests"])
-            row["peak_rss_mb"] = peak_rss_mb(server.pid)
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-    print(
-        f"\nsettings: {' '.join(args.set) or '(defaults)'}; {len(photos)} photos; "
-        f"{args.duration:g} s per level"
-    )
-    print(
-        "| clients | req/s | p50 ms | p95 ms | p99 ms | errors | peak RSS MB | server CPU ms/req |"
-    )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for r in rows:
-        print(
-            f"| {r['clients']} | {r['rps']:.0f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} "
-            f"| {r['p99_ms']:.1f} | {r['errors']} | {r['peak_rss_mb']:.0f} "
-            f"| {r['server_cpu_ms_per_request']:.2f} |"
-        )
+    print(f"load before: {os.getloadavg()[0]:.2f} (1-min average), {os.cpu_count()} CPUs")
+    result = speed(args, photos) if args.mode == "speed" else trigger_check(args, photos)
+    print(f"load after: {os.getloadavg()[0]:.2f}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"settings": args.set, "rows": rows}, indent=2))
+        Path(args.json).write_text(
+            json.dumps({"settings": args.set, **result}, indent=2, default=str)
+        )
 
 
 if __name__ == "__main__":

@@ -49,6 +49,8 @@ def main() -> None:
         log_config=uvicorn_log_config(settings.log_level),
         timeout_graceful_shutdown=int(settings.shutdown_grace_s),
         proxy_headers=True,
+        # Several processes share the port; each loads the bundle (memory x workers).
+        workers=max(1, settings.workers),
     )
 
 

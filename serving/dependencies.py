@@ -1,6 +1,7 @@
 """FastAPI dependencies: what a route needs, handed out from the app's state.
 
-Routes declare what they need (`predictor: ReadyPredictor`, `call: CurrentCall`) instead
+All are `async def`: FastAPI runs a plain `def` dependency in a worker thread, a thread
+hop per dependency per request. Routes declare what they need (`predictor: ReadyPredictor`, `call: CurrentCall`) instead
 of reaching through one object; a route that needs a ready model gets a `not_ready`
 refusal here, once, before its own code runs.
 """
@@ -21,14 +22,14 @@ from serving.settings import Settings
 from serving.state import AppState
 
 
-def app_state(request: Request) -> AppState:
+async def app_state(request: Request) -> AppState:
     return request.app.state.serving
 
 
 State = Annotated[AppState, Depends(app_state)]
 
 
-def current_call(request: Request, state: State) -> Call:
+async def current_call(request: Request, state: State) -> Call:
     """The request's ids and deadline, as the prediction core sees them."""
     started: float = request.state.started
     return Call(
@@ -39,28 +40,28 @@ def current_call(request: Request, state: State) -> Call:
     )
 
 
-def ready_predictor(state: State) -> Predictor:
+async def ready_predictor(state: State) -> Predictor:
     state.engine.require_model()
     return state.predictor
 
 
-def ready_model(state: State) -> Model:
+async def ready_model(state: State) -> Model:
     return state.engine.require_model()
 
 
-def engine(state: State) -> Engine:
+async def engine(state: State) -> Engine:
     return state.engine
 
 
-def settings(state: State) -> Settings:
+async def settings(state: State) -> Settings:
     return state.settings
 
 
-def metrics(state: State) -> ServiceMetrics:
+async def metrics(state: State) -> ServiceMetrics:
     return state.metrics
 
 
-def recorder(state: State) -> Recorder:
+async def recorder(state: State) -> Recorder:
     return state.recorder
 
 

@@ -131,7 +131,7 @@ class RequestContextMiddleware:
             )
         length = _header(scope, b"content-length")
         limit = body_limit(settings, path)
-        if length and length.isdigit() and int(length) > limit:
+        if length and length.isdigit() and (len(length) > 18 or int(length) > limit):
             return Refused(
                 "body_too_large", f"The request body has {length} bytes; the limit is {limit}."
             )

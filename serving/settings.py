@@ -48,7 +48,7 @@ class Settings:
     max_decoded_bytes: int = 64 * 1024 * 1024
     min_side: int = 16
     allowed_formats: frozenset[str] = ALLOWED_FORMATS
-    max_request_bytes: int = 64 * 1024 * 1024
+    max_request_bytes: int = 16 * 1024 * 1024
     max_batch_files: int = 32
     request_timeout_s: float = 10.0
     body_read_timeout_s: float = 10.0
@@ -58,6 +58,7 @@ class Settings:
     queue_max: int = 256
     retry_after_s: int = 1
     # -- speed
+    workers: int = 1
     inference_threads: int = field(default_factory=available_cpus)
     decode_threads: int = field(default_factory=available_cpus)
     batch_max_size: int = 4
@@ -102,7 +103,7 @@ ENV: dict[str, str] = {
     "request_timeout_s": "REQUEST_TIMEOUT_S", "body_read_timeout_s": "BODY_READ_TIMEOUT_S",
     "max_concurrent_requests": "MAX_CONCURRENT_REQUESTS",
     "decode_queue_max": "DECODE_QUEUE_MAX", "queue_max": "QUEUE_MAX",
-    "retry_after_s": "RETRY_AFTER_S", "inference_threads": "INFERENCE_THREADS",
+    "retry_after_s": "RETRY_AFTER_S", "inference_threads": "INFERENCE_THREADS", "workers": "WORKERS",
     "decode_threads": "DECODE_THREADS", "batch_max_size": "BATCH_MAX_SIZE",
     "batch_max_wait_ms": "BATCH_MAX_WAIT_MS", "draft_decode": "DRAFT_DECODE",
     "explain_grid": "EXPLAIN_GRID", "shutdown_grace_s": "SHUTDOWN_GRACE_S",

@@ -8,7 +8,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serving.imaging import ImageError, Limits, decode, fit, load, to_batch
+from serving.imaging import (
+    ImageError,
+    Limits,
+    decode,
+    decoding_cost,
+    fit,
+    load,
+    to_batch,
+    to_rgb,
+)
 from tests.helpers.photos import sample_photos
 from tests.images import broken, encode, variants
 
@@ -98,3 +107,19 @@ def test_draft_decoding_matches_full_decoding(fullres_photos: list[tuple[Path, s
 def test_transparency_is_composited_onto_white() -> None:
     clear = encode(Image.new("RGBA", (64, 64), (0, 0, 0, 0)), "PNG")
     assert load(clear, 32).min() == 255
+
+
+def test_opaque_rgba_gives_exactly_the_rgb_pixels(photo: Path) -> None:
+    rgb = Image.open(photo).convert("RGB")
+    assert np.array_equal(np.asarray(to_rgb(rgb.convert("RGBA"))), np.asarray(rgb))
+
+
+def test_decoding_budget_counts_mode_and_bit_depth() -> None:
+    side = 6320  # a 16-bit grey PNG this size once took 1.7 GB to decode
+    gray16 = encode(Image.new("I;16", (side, side), 1000), "PNG")
+    assert len(gray16) < 200_000
+    with pytest.raises(ImageError) as refused:
+        decode(gray16, Limits(max_decoded_bytes=64 * 2**20))
+    assert refused.value.reason == "too_many_bytes_decoded"
+    assert decoding_cost((100, 100), "L") < decoding_cost((100, 100), "I;16")
+    assert decoding_cost((100, 100), "I;16") < decoding_cost((100, 100), "RGBA")

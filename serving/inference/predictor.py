@@ -44,9 +44,14 @@ class Predictor:
         self.recorder = recorder
         self._on_prediction = on_prediction
 
+    @property
+    def max_images(self) -> int:
+        """Most images one request may bring (MAX_BATCH_FILES)."""
+        return self.engine.settings.max_batch_files
+
     def check_count(self, count: int) -> None:
         """Refuse a request with more images than one request may bring."""
-        limit = self.engine.settings.max_batch_files
+        limit = self.max_images
         if count > limit:
             raise Refused("too_many_files", f"{count} images sent; the limit is {limit}.")
 

@@ -8,9 +8,10 @@ from fastapi import APIRouter
 
 from serving import schemas
 from serving.dependencies import MetricsDep, ReadyModel, RecorderDep
+from serving.routes.json_route import JSONRoute
 from serving.routes.predictions import ERRORS
 
-router = APIRouter(tags=["monitor"])
+router = APIRouter(tags=["monitor"], route_class=JSONRoute)
 
 
 @router.post("/feedback", responses=ERRORS)

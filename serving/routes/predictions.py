@@ -11,6 +11,7 @@ from serving.dependencies import CurrentCall, MetricsDep, ReadyPredictor
 from serving.errors import status_of
 from serving.imaging import ImageError
 from serving.inference.prediction import Prediction
+from serving.routes.json_route import JSONRoute
 from serving.routes.uploads import (
     RAW_IMAGE_BODY,
     decode_base64_image,
@@ -18,7 +19,7 @@ from serving.routes.uploads import (
     uploaded_image,
 )
 
-router = APIRouter(tags=["predict"])
+router = APIRouter(tags=["predict"], route_class=JSONRoute)
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": schemas.ErrorOut} for code in (400, 401, 404, 408, 413, 415, 422, 503, 504)

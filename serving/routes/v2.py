@@ -9,28 +9,34 @@ protocol asks.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response
 
 from serving import schemas
-from serving.dependencies import CurrentCall, EngineDep, ReadyPredictor, State
+from serving.dependencies import CurrentCall, EngineDep, ReadyPredictor
 from serving.imaging import ImageError
 from serving.inference.model import Model
 from serving.inference.prediction import Call
 from serving.inference.predictor import Predictor
 from serving.inference.tensors import fp32_images
 from serving.refusals import Refused
+from serving.routes.json_route import JSONRoute
 from serving.routes.uploads import decode_base64_image
-from serving.state import AppState
 
-router = APIRouter(prefix="/v2", tags=["open inference protocol v2"])
+router = APIRouter(prefix="/v2", tags=["open inference protocol v2"], route_class=JSONRoute)
 OUTPUTS = ("probabilities", "label")
 
 
-def named_model(state: State, name: str) -> Model:
-    model = state.engine.model
+async def named_model(name: str, engine: EngineDep) -> Model:
+    """The loaded model, if `name` (the path's `{name}`) is its name."""
+    model = engine.model
     if model is None or name != model.manifest.name:
         raise Refused("unknown_model", f"Unknown model {name[:100]!r}.")
     return model
+
+
+NamedModel = Annotated[Model, Depends(named_model)]
 
 
 @router.get("")
@@ -52,8 +58,7 @@ async def server_ready(engine: EngineDep, response: Response) -> schemas.ServerR
 
 
 @router.get("/models/{name}")
-async def model_metadata(state: State, name: str) -> schemas.ModelMetadataOut:
-    model = named_model(state, name)
+async def model_metadata(model: NamedModel) -> schemas.ModelMetadataOut:
     s, classes = model.size, model.classes
     tensor = schemas.TensorMetadata
     return schemas.ModelMetadataOut(
@@ -73,20 +78,20 @@ async def model_metadata(state: State, name: str) -> schemas.ModelMetadataOut:
 
 
 @router.get("/models/{name}/ready")
-async def model_ready(state: State, name: str, response: Response) -> schemas.ModelReadyOut:
-    named_model(state, name)
-    response.status_code = 200 if state.engine.ready else 503
-    return schemas.ModelReadyOut(name=name, ready=state.engine.ready)
+async def model_ready(
+    model: NamedModel, engine: EngineDep, response: Response
+) -> schemas.ModelReadyOut:
+    response.status_code = 200 if engine.ready else 503
+    return schemas.ModelReadyOut(name=model.manifest.name, ready=engine.ready)
 
 
 @router.post("/models/{name}/infer")
 async def infer(
-    state: State, name: str, body: schemas.InferIn, predictor: ReadyPredictor, call: CurrentCall
+    model: NamedModel, body: schemas.InferIn, predictor: ReadyPredictor, call: CurrentCall
 ) -> schemas.InferOut:
     """Run the model on one input tensor: FP32 pixels or BYTES of encoded images."""
-    model = named_model(state, name)
     wanted = requested_outputs(body)
-    probs, labels = await run_tensor(body.inputs[0], model, predictor, call, state)
+    probs, labels = await run_tensor(body.inputs[0], model, predictor, call)
     outputs = [
         schemas.TensorOut(
             name="probabilities", datatype="FP32", shape=[len(labels), len(model.classes)],
@@ -103,10 +108,10 @@ async def infer(
 
 
 async def run_tensor(
-    tensor: schemas.TensorIn, model: Model, predictor: Predictor, call: Call, state: AppState
+    tensor: schemas.TensorIn, model: Model, predictor: Predictor, call: Call
 ) -> tuple[list[list[float]], list[str]]:
     """FP32 pixels or BYTES of encoded images -> (probability rows, labels)."""
-    limit = state.settings.max_batch_files
+    limit = predictor.max_images
     datatype = tensor.datatype.upper()
     if datatype == "FP32":
         images = fp32_images(tensor.shape, tensor.data, model.size, limit)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import socket
 import struct
+import tempfile
 import zlib
 from dataclasses import replace
 from pathlib import Path
@@ -14,10 +16,42 @@ from PIL import Image
 from serving.settings import Settings
 from serving.store import StoreConfig
 from tests.helpers.photos import FULLRES_DIR
+from tests.helpers.servers import Server, start_service
 
 ROOT = Path(__file__).resolve().parents[2]
-FULLRES = FULLRES_DIR
+FULLRES = FULLRES_DIR  # committed full-size photos, labels in their names (cat.N.jpg)
 PHOTOS = sorted(FULLRES.glob("*.jpg"))
+
+
+def start_server(bundle_dir: Path, workdir: Path, **env: str) -> Server:
+    """A ready `python -m serving` (the shared harness) with its own store under `workdir`."""
+    logs = Path(tempfile.mkdtemp(prefix="logs-", dir=workdir))
+    defaults = {
+        "API_KEY": "",
+        "STORE_PATH": str(logs / "store.sqlite3"),
+        "DATABASE_URL": "",
+        "SHUTDOWN_GRACE_S": "20",
+    }
+    return start_service(bundle_dir, workdir, **{**defaults, **env})
+
+
+def read_http_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"connection closed after {data!r}")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])}
+    length = int(headers.get("content-length", "0"))
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return int(lines[0].split()[1]), headers, body
 
 
 def true_label(path: Path) -> str:

@@ -17,16 +17,17 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
-from tests.serving.process import Server, start_service
+from tests.helpers.servers import Server
+from tests.serving.support import start_server
 
 pytestmark = pytest.mark.slow
 
-EXAMPLES_PER_OPERATION = 60
+EXAMPLES_PER_OPERATION = 40
 
 
 @pytest.fixture(scope="module")
 def fuzzed_server(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = start_service(bundle_dir, tmp_path_factory.mktemp("fuzz"))
+    server = start_server(bundle_dir, tmp_path_factory.mktemp("fuzz"))
     yield server
     server.stop()
 

@@ -17,7 +17,7 @@ from tests.serving.support import FULLRES, PHOTOS, encode, true_label, upload
 
 
 def test_photos_exist() -> None:
-    assert len(PHOTOS) >= 20, f"expected the shared full-size photos in {FULLRES}"
+    assert len(PHOTOS) >= 20, f"expected the committed full-size photos in {FULLRES}"
 
 
 def test_predict_labels_most_real_photos_correctly(client: TestClient) -> None:

@@ -13,7 +13,6 @@ import os
 import shutil
 import signal
 import socket
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,25 +20,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers.photos import FULLRES_DIR
-from tests.helpers.servers import Server, start_service
-
-ROOT = Path(__file__).resolve().parents[1]
-PHOTOS = sorted(FULLRES_DIR.glob("*.jpg"))
+from tests.helpers.servers import Server
+from tests.serving.support import PHOTOS, read_http_response, start_server
 
 pytestmark = pytest.mark.slow
-
-
-def start_server(bundle_dir: Path, workdir: Path, **env: str) -> Server:
-    """A ready `python -m serving` with its own logs in a fresh folder under `workdir`."""
-    logs = Path(tempfile.mkdtemp(prefix="logs-", dir=workdir))
-    defaults = {
-        "API_KEY": "",
-        "STORE_PATH": str(logs / "store.sqlite3"),
-        "DATABASE_URL": "",
-        "SHUTDOWN_GRACE_S": "20",
-    }
-    return start_service(bundle_dir, workdir, **{**defaults, **env})
 
 
 def multipart(photo: Path, boundary: str = "testboundary0123") -> tuple[bytes, str]:
@@ -52,25 +36,6 @@ def multipart(photo: Path, boundary: str = "testboundary0123") -> tuple[bytes, s
         + f"\r\n--{boundary}--\r\n".encode()
     )
     return body, f"multipart/form-data; boundary={boundary}"
-
-
-def read_http_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError(f"connection closed after {data!r}")
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])}
-    length = int(headers.get("content-length", "0"))
-    while len(body) < length:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        body += chunk
-    return int(lines[0].split()[1]), headers, body
 
 
 def wait_until_in_flight(server: Server, count: int, timeout: float = 30.0) -> None:

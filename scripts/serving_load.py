@@ -1,0 +1,208 @@
+"""Load generation for scripts/benchmark_serving.py: raw asyncio HTTP/1.1 clients.
+
+Requests are pre-built bytes so the clients take as little of the shared CPU as
+possible. `triggers()` builds one request for each input that once crashed or exhausted
+the service (issue 9): huge V2 shapes, 400-digit integers, bad output names, 16-bit and
+RGBA PNG bombs, transparent PNGs, uploads cut off mid-body, surrogate file names,
+feedback for an unknown id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+BOUNDARY = "benchmarkboundary7d3f"
+
+
+@dataclass(frozen=True)
+class Action:
+    """One request: its bytes, whether it is a good photo, and whether to hang up midway."""
+
+    payload: bytes
+    kind: str  # "good" or the trigger's name
+    disconnect: bool = False  # hang up after part of the body
+    answer_before_body: bool = False  # the server answers from the headers alone
+
+
+@dataclass
+class Tally:
+    latencies: list[float] = field(default_factory=list)  # good photos answered 200
+    statuses: dict[str, dict[int, int]] = field(default_factory=dict)  # kind -> status -> n
+    transport_errors: int = 0
+
+    def add(self, kind: str, status: int) -> None:
+        by_status = self.statuses.setdefault(kind, {})
+        by_status[status] = by_status.get(status, 0) + 1
+
+
+def http_request(
+    path: str, body: bytes, content_type: str, port: int, length: int | None = None
+) -> bytes:
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body) if length is None else length}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def multipart(field_name: str, filename: bytes, data: bytes, ctype: str = "image/jpeg") -> bytes:
+    return (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{field_name}"; filename="'.encode()
+        + filename
+        + f'"\r\nContent-Type: {ctype}\r\n\r\n'.encode()
+        + data
+        + f"\r\n--{BOUNDARY}--\r\n".encode()
+    )
+
+
+def good_photos(photos: list[Path], port: int) -> list[Action]:
+    """One multipart /predict upload per photo (the course's client)."""
+    ctype = f"multipart/form-data; boundary={BOUNDARY}"
+    return [
+        Action(
+            http_request(
+                "/predict", multipart("file", p.name.encode(), p.read_bytes()), ctype, port
+            ),
+            "good",
+        )
+        for p in photos
+    ]
+
+
+def png(img: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    img.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def triggers(
+    photo: Path, port: int, model: str = "cats-dogs-classifier", size: int = 224
+) -> list[Action]:
+    """Every input of issue 9 that once gave a 5xx or exhausted the service."""
+    v2 = f"/v2/models/{model}/infer"
+    js = "application/json"
+    values = 3 * size * size
+
+    def fp32(shape: str, data: str, extra: str = "") -> bytes:
+        return f'{{"inputs":[{{"name":"image","datatype":"FP32","shape":{shape},"data":[{data}]}}]{extra}}}'.encode()
+
+    one = f"[1,3,{size},{size}]"
+    photo_bytes = photo.read_bytes()
+    side = 6320
+    bombs = {
+        "png_16bit_bomb": png(Image.new("I;16", (side, side), 1000)),
+        "png_rgba_bomb": png(Image.new("RGBA", (side, side), (200, 120, 40, 128))),
+        "png_rgba_photo": png(Image.open(photo).convert("RGBA")),
+    }
+    mp = f"multipart/form-data; boundary={BOUNDARY}"
+    actions = [
+        Action(http_request(v2, fp32(f"[18014398509481984,3,{size},{size}]", ""), js, port), "v2_huge_shape"),
+        Action(http_request(v2, fp32(f"[1,3,{size},{'9' * 400}]", ""), js, port), "v2_400_digit_dim"),
+        Action(http_request(v2, fp32(one, "0," * (values - 1) + "1" * 400), js, port), "v2_400_digit_value"),
+        Action(http_request(v2, fp32(one, "0.5," * (values - 1) + "0.5", ',"outputs":[{"name":[1]}]'), js, port), "v2_bad_output_name"),
+        Action(http_request(v2, fp32(one, "0," * (values - 1) + "NaN"), js, port), "v2_nan"),
+        Action(http_request(v2, b"", js, port, length=27_000_000), "v2_60_images_27MB", answer_before_body=True),
+        *[Action(http_request("/predict", multipart("file", b"x.png", data, "image/png"), mp, port), name)
+          for name, data in bombs.items()],
+        Action(http_request("/predict", photo_bytes, "image/jpeg", port, length=2 * len(photo_bytes)), "disconnect_midway", disconnect=True),
+        Action(http_request("/predict/batch", multipart("files", b"a\xed\xa0\x80.jpg", photo_bytes), mp, port), "surrogate_filename"),
+        Action(http_request("/feedback", json.dumps({"request_id": "no-such-id", "label": "cat"}).encode(), js, port), "feedback_unknown_id"),
+    ]  # fmt: skip
+    return actions
+
+
+async def read_response(reader: asyncio.StreamReader) -> int:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    length = 0
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "content-length":
+            length = int(value)
+    await reader.readexactly(length)
+    return status
+
+
+async def separately(port: int, action: Action) -> int:
+    """On its own connection: hang up midway (status 0), or read an answer given before
+    the body was sent (a body cap), then close."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    status = 0
+    try:
+        if action.disconnect:
+            writer.write(action.payload[: max(1, len(action.payload) * 3 // 4)])
+            await writer.drain()
+            await asyncio.sleep(0.01)
+        else:
+            writer.write(action.payload)
+            status = await asyncio.wait_for(read_response(reader), 10)
+    except (OSError, asyncio.IncompleteReadError, ValueError, TimeoutError):
+        status = -1
+    writer.close()
+    return status
+
+
+async def client(
+    port: int, actions: list[Action], offset: int, stop_at: float, tally: Tally
+) -> None:
+    """Send `actions` in turn (from `offset`) on one keep-alive connection until `stop_at`."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    i = offset
+    while time.perf_counter() < stop_at:
+        action = actions[i % len(actions)]
+        i += 1
+        if action.disconnect or action.answer_before_body:
+            tally.add(action.kind, await separately(port, action))
+            continue
+        started = time.perf_counter()
+        try:
+            writer.write(action.payload)
+            status = await read_response(reader)
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            tally.transport_errors += 1
+            writer.close()
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            continue
+        tally.add(action.kind, status)
+        if action.kind == "good" and status == 200:
+            tally.latencies.append(time.perf_counter() - started)
+    writer.close()
+
+
+async def run_clients(
+    port: int, groups: list[tuple[list[Action], int]], duration: float
+) -> tuple[Tally, float]:
+    """Run each group's `count` clients over its actions for `duration` seconds."""
+    tally = Tally()
+    started = time.perf_counter()
+    stop_at = started + duration
+    tasks = []
+    for actions, count in groups:
+        spread = max(1, len(actions) // max(1, count))
+        tasks += [client(port, actions, k * spread, stop_at, tally) for k in range(count)]
+    await asyncio.gather(*tasks)
+    return tally, time.perf_counter() - started
+
+
+def summary(tally: Tally, elapsed: float) -> dict[str, float]:
+    lat = np.array(tally.latencies) * 1000.0
+    pct = (lambda q: float(np.percentile(lat, q))) if lat.size else (lambda q: float("nan"))
+    server_errors = sum(n for by in tally.statuses.values() for s, n in by.items() if s >= 500)
+    good_other = sum(n for s, n in tally.statuses.get("good", {}).items() if s != 200)
+    return {
+        "good_rps": lat.size / elapsed,
+        "p50_ms": pct(50),
+        "p99_ms": pct(99),
+        "good_not_200": good_other,
+        "server_errors": server_errors,
+        "transport_errors": tally.transport_errors,
+    }
