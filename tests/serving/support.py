@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import socket
 import struct
 import tempfile
@@ -87,3 +88,7 @@ def png_with_size(width: int, height: int, mode: str = "L") -> bytes:
     data[16:29] = ihdr
     data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + bytes(ihdr)))
     return bytes(data)
+
+
+def model_name(bundle_dir: Path) -> str:
+    return json.loads((bundle_dir / "model.json").read_text())["name"]
