@@ -55,6 +55,7 @@ STATUS: dict[str, int] = {
     "queue_full": 503,
     "decode_queue_full": 503,
     "too_many_requests": 503,
+    "body_memory_full": 503,
     "inference_unavailable": 503,
     "shutting_down": 503,
     "store_unavailable": 503,

@@ -129,7 +129,7 @@ def decode(
         )
     try:
         img.load()
-        img = ImageOps.exif_transpose(img)
+        ImageOps.exif_transpose(img, in_place=True)  # no copy when there is nothing to turn
         return to_rgb(img)
     except ImageError:
         raise

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import itertools
 import json
 import logging
 import re
+import secrets
 import time
-import uuid
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -42,6 +43,16 @@ OPEN_PATHS = frozenset(
 LARGE_BODY_PREFIXES = ("/predict/batch", "/v2/")
 
 
+# Request ids: a random 64-bit prefix per process and a counter, 32 hex digits like a
+# uuid4 and as unique across replicas, without a getrandom() call per request.
+_ID_PREFIX = secrets.token_hex(8)
+_ID_COUNTER = itertools.count(1)
+
+
+def next_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
+
+
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope.get("headers", ()):
         if key == name:
@@ -58,6 +69,22 @@ def body_limit(settings: Settings, path: str) -> int:
     if path.startswith(LARGE_BODY_PREFIXES):
         return settings.max_request_bytes
     return settings.single_image_body_limit
+
+
+def body_memory(scope: Scope, settings: Settings) -> int:
+    """Memory a request's body will take once read and parsed, estimated before reading.
+
+    The declared length (the route's cap when the body is chunked), four times over for
+    JSON (a V2 tensor's numbers become Python floats).
+    """
+    path: str = scope["path"]
+    length = _header(scope, b"content-length")
+    limit = body_limit(settings, path)
+    size = min(int(length), limit) if length and length.isdigit() and len(length) < 19 else limit
+    if length == "0" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
+        return 0
+    content_type = (_header(scope, b"content-type") or "").lower()
+    return size * 4 if content_type.startswith("application/json") else size
 
 
 def key_matches(scope: Scope, expected: str) -> bool:
@@ -77,13 +104,14 @@ class RequestContextMiddleware:
         self.settings = settings
         self.metrics = metrics
         self.active = 0  # capped requests being handled now
+        self.body_memory = 0  # estimated bytes their bodies take once read and parsed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = uuid.uuid4().hex
+        request_id = next_request_id()
         given = _header(scope, b"x-request-id")
         correlation_id = given if given and _CORRELATION_ID.match(given) else None
         state: dict[str, Any] = scope.setdefault("state", {})
@@ -101,10 +129,12 @@ class RequestContextMiddleware:
             await send(message)
 
         capped = not is_open(path)
+        memory = body_memory(scope, self.settings) if capped else 0
         self.metrics.in_flight.inc()
         self.active += capped
+        self.body_memory += memory
         try:
-            refusal = self._refusal(scope, path, capped)
+            refusal = self._refusal(scope, path, capped) or self._over_memory(memory)
             if refusal is not None:
                 await self._send_error(send_with_id, refusal, request_id, state)
                 return
@@ -112,8 +142,22 @@ class RequestContextMiddleware:
             await self.app(scope, limited, send_with_id)
         finally:
             self.active -= capped
+            self.body_memory -= memory
             self.metrics.in_flight.dec()
             self._account(scope, state, status_holder["status"], started)
+
+    def _over_memory(self, memory: int) -> Refused | None:
+        """Refuse a body that would take the bodies in flight past their memory budget
+        (a request alone is always let in: its own cap bounds it)."""
+        budget = self.settings.max_body_memory_bytes
+        if memory and self.body_memory > budget and self.body_memory > memory:
+            return Refused(
+                "body_memory_full",
+                f"Request bodies in flight would take more than {budget // 2**20} MiB; "
+                "retry shortly.",
+                self.settings.retry_after_s,
+            )
+        return None
 
     def _refusal(self, scope: Scope, path: str, capped: bool) -> Refused | None:
         settings = self.settings

@@ -54,6 +54,7 @@ class Settings:
     body_read_timeout_s: float = 10.0
     # -- how much work the process takes on at once
     max_concurrent_requests: int = 64
+    max_body_memory_bytes: int = 96 * 1024 * 1024
     decode_queue_max: int = 64
     queue_max: int = 256
     retry_after_s: int = 1
@@ -102,6 +103,7 @@ ENV: dict[str, str] = {
     "max_request_bytes": "MAX_REQUEST_BYTES", "max_batch_files": "MAX_BATCH_FILES",
     "request_timeout_s": "REQUEST_TIMEOUT_S", "body_read_timeout_s": "BODY_READ_TIMEOUT_S",
     "max_concurrent_requests": "MAX_CONCURRENT_REQUESTS",
+    "max_body_memory_bytes": "MAX_BODY_MEMORY_BYTES",
     "decode_queue_max": "DECODE_QUEUE_MAX", "queue_max": "QUEUE_MAX",
     "retry_after_s": "RETRY_AFTER_S", "inference_threads": "INFERENCE_THREADS", "workers": "WORKERS",
     "decode_threads": "DECODE_THREADS", "batch_max_size": "BATCH_MAX_SIZE",

@@ -67,7 +67,8 @@ def prepare(data: bytes, limits: imaging.Limits, size: int, draft: bool) -> Prep
         width=width,
         height=height,
         sha256=hashlib.sha256(data).hexdigest(),
-        brightness=float(pixels.mean()) / 255.0,
+        # The exact mean, from an integer sum (faster than float64 accumulation).
+        brightness=float(pixels.sum(dtype=np.uint64)) / pixels.size / 255.0,
     )
 
 

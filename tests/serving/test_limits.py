@@ -162,6 +162,18 @@ def test_concurrent_request_cap_answers_503_and_spares_the_probes(
     assert busy[0].json()["reason"] == "too_many_requests" and busy[0].headers["retry-after"]
 
 
+def test_bodies_in_flight_are_bounded_by_their_memory(fresh_app_client, slow_jpeg) -> None:
+    budget = len(slow_jpeg) * 3 // 2  # room for one upload of it, not two
+    app_client = fresh_app_client(max_body_memory_bytes=budget, draft_decode=False)
+    assert upload(app_client, slow_jpeg).status_code == 200
+    responses = concurrent_statuses(app_client, slow_jpeg, 8)
+    busy = [r for r in responses if r.status_code == 503]
+    assert busy and {r.status_code for r in responses} <= {200, 503}
+    assert busy[0].json()["reason"] == "body_memory_full" and busy[0].headers["retry-after"]
+    alone = fresh_app_client(max_body_memory_bytes=1)  # a request alone is always let in
+    assert upload(alone, slow_jpeg).status_code == 200
+
+
 def test_lone_surrogates_never_give_a_server_error(client: TestClient, bundle_dir) -> None:
     photo = PHOTOS[0].read_bytes()
     body = (
