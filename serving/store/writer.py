@@ -52,6 +52,8 @@ class PredictionWriter:
         self._cond = threading.Condition()
         self._flush_now = False
         self._stopping = False
+        self._dropped = 0  # dropped since the last log line
+        self._dropped_logged_at = float("-inf")
         self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
 
     def start(self) -> None:
@@ -69,13 +71,23 @@ class PredictionWriter:
                     self._cond.notify_all()
                 return True
         self.on_lost(reason, 1)
-        log.warning(
-            "Prediction %s not stored: %s",
-            record.request_id,
-            reason,
-            extra={"fields": {"event": "store_loss", "reason": reason}},
-        )
+        self._note_drop(reason)
         return False
+
+    def _note_drop(self, reason: str) -> None:
+        """Log dropped predictions at most once a second, with their count (no log flood)."""
+        now = time.monotonic()
+        with self._cond:
+            self._dropped += 1
+            if now - self._dropped_logged_at < 1.0:
+                return
+            count, self._dropped, self._dropped_logged_at = self._dropped, 0, now
+        log.warning(
+            "%d predictions not stored: %s",
+            count,
+            reason,
+            extra={"fields": {"event": "store_loss", "reason": reason, "count": count}},
+        )
 
     def pending(self, request_id: str) -> PredictionRecord | None:
         with self._cond:
