@@ -15,10 +15,14 @@ hash=$(sha256sum requirements.txt | cut -c1-16)
 cache=${CATSDOGS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cats-dogs}
 venv="$cache/venv-$hash"
 
+# One set-up at a time per cache: clones on one machine share the environment.
+mkdir -p "$cache"
+exec 9> "$cache/.setup.lock"
+flock 9
+
 if [ ! -f "$venv/.complete" ]; then
   echo "Creating the environment in $venv (a few minutes, once per requirements.txt)"
   rm -rf "$venv"
-  mkdir -p "$cache"
   "$python" -m venv "$venv"
   "$venv/bin/pip" install --quiet --upgrade pip
   "$venv/bin/pip" install --quiet -r requirements.txt
@@ -30,9 +34,13 @@ fi
 ln -sfn "$venv" .venv
 
 # setuptools comes with the pinned requirements (torch needs it): no build isolation, so
-# this needs no network and takes about a second.
+# this needs no network and takes about a second. The environment then imports `stages`
+# and `serving` from this checkout (from the last one set up, where several share it;
+# inside a checkout its own folders come first anyway).
 echo "Installing this checkout into the environment (pip install -e . --no-deps)"
-.venv/bin/pip install --quiet --no-deps --no-build-isolation --disable-pip-version-check -e .
+PYTHONWARNINGS=ignore .venv/bin/pip install --quiet --no-deps --no-build-isolation \
+  --disable-pip-version-check -e .
+flock --unlock 9
 
 # The DVC remote's URL when it is a local folder (relative paths are relative to .dvc/).
 local_remote_dir() {
