@@ -12,6 +12,9 @@ clients mix in (--trigger-share of their requests) every input that once crashed
 exhausted the service (scripts/serving_load.py). Prints the good photos' throughput both
 times and its drop, the answers to each trigger, any 5xx, and peak memory.
 
+`tensors`: N clients sending valid V2 FP32 requests of 10 images (13 MB of JSON each);
+prints the answers and peak memory (the bodies-in-flight budget at work).
+
     .venv/bin/python scripts/benchmark_serving.py --model-dir models/export --duration 30
     .venv/bin/python scripts/benchmark_serving.py --model-dir models/export --mode triggers --duration 60
 """
@@ -32,7 +35,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from serving_load import good_photos, run_clients, summary, triggers
+from serving_load import fp32_tensors, good_photos, run_clients, summary, triggers
 
 ROOT = Path(__file__).resolve().parents[1]
 NAIVE = ROOT.parent / "shared" / "anchors" / "naive_server.py"
@@ -262,9 +265,22 @@ def trigger_check(args: argparse.Namespace, photos: list[Path]) -> dict:
     return {"alone": alone, "mixed": mixed, "good_drop": drop}
 
 
+def tensor_check(args: argparse.Namespace, photos: list[Path]) -> dict:
+    """Many clients sending valid, large V2 FP32 requests: memory must stay bounded."""
+    port = free_port()
+    service = start_service(port, args.model_dir, args.set)
+    try:
+        row = measure(service, port, [([fp32_tensors(port)], args.clients)], args.duration, 0.0)
+    finally:
+        stop(service)
+    print(f"\n{args.clients} clients sending 10-image FP32 tensors for {args.duration:g} s: "
+          f"answers {row['statuses'].get('fp32_tensor')}, peak RSS {row['peak_rss_mb']:.0f} MB")  # fmt: skip
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mode", choices=["speed", "triggers"], default="speed")
+    parser.add_argument("--mode", choices=["speed", "triggers", "tensors"], default="speed")
     parser.add_argument("--model-dir", default="models/export")
     parser.add_argument("--photos", default=str(ROOT.parent / "shared/data/fullres"))
     parser.add_argument("--clients", type=int, default=16)
@@ -280,7 +296,8 @@ def main() -> None:
     if not photos:
         sys.exit(f"No JPEGs in {args.photos}")
     print(f"load before: {os.getloadavg()[0]:.2f} (1-min average), {os.cpu_count()} CPUs")
-    result = speed(args, photos) if args.mode == "speed" else trigger_check(args, photos)
+    modes = {"speed": speed, "triggers": trigger_check, "tensors": tensor_check}
+    result = modes[args.mode](args, photos)
     print(f"load after: {os.getloadavg()[0]:.2f}")
     if args.json:
         Path(args.json).write_text(

@@ -119,6 +119,20 @@ def triggers(
     return actions
 
 
+def fp32_tensors(
+    port: int, images: int = 10, model: str = "cats-dogs-classifier", size: int = 224
+) -> Action:
+    """A valid V2 FP32 request of `images` random images (about 1.3 MB of JSON each)."""
+    values = np.random.default_rng(0).random(images * 3 * size * size)
+    data = ",".join(f"{v:.6f}" for v in values)
+    shape = f"[{images},3,{size},{size}]"
+    body = f'{{"inputs":[{{"name":"image","datatype":"FP32","shape":{shape},"data":[{data}]}}]}}'
+    return Action(
+        http_request(f"/v2/models/{model}/infer", body.encode(), "application/json", port),
+        "fp32_tensor",
+    )
+
+
 async def read_response(reader: asyncio.StreamReader) -> int:
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")

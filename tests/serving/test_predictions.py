@@ -78,6 +78,9 @@ def test_batch_returns_one_result_per_photo_and_isolates_bad_ones(client: TestCl
         for cls, p in single["probabilities"].items():
             assert result["probabilities"][cls] == pytest.approx(p, abs=1e-4)
     assert len({r["request_id"] for r in good}) == len(good)
+    # Item ids derive from the server's request id, so they cannot collide with another's.
+    assert all(r["request_id"] == f"{body['request_id']}-{r['index']}" for r in good)
+    assert response.headers["x-request-id"] == body["request_id"]
 
 
 def test_batch_limit(fresh_app_client) -> None:
