@@ -23,15 +23,10 @@ from tqdm import tqdm
 
 from serving.bundle import BundleManifest, InputSpec, OutputSpec
 from serving.imaging import to_batch
-from stages.metrics import classification_metrics
-from stages.params import load_params
+from stages.classification_metrics import classification_metrics
+from stages.lightning_module import load_classifier
+from stages.params import Paths, load_params
 from stages.tracking import resume_run
-from stages.training import load_classifier
-
-PREPARED = Path("data/prepared")
-CHECKPOINT = Path("models/checkpoints/best.ckpt")
-METRICS = Path("metrics/export.json")
-EVALUATION = Path("metrics/evaluate.json")
 HISTOGRAM_BINS = 10
 
 
@@ -127,15 +122,15 @@ def git_revision() -> str:
 
 
 def main() -> None:
-    cfg = load_params().export
-    if not CHECKPOINT.exists():
-        raise SystemExit(f"{CHECKPOINT} is missing: run the train stage first.")
-    classifier = load_classifier(CHECKPOINT)
+    params = load_params()
+    cfg, paths = params.export, Paths.from_params(params)
+    PREPARED, METRICS, EVALUATION = paths.prepared, paths.metrics / "export.json", paths.metrics / "evaluate.json"
+    classifier = load_classifier(paths.checkpoint)
     classes: list[str] = list(classifier.hparams.classes)
     size = int(classifier.hparams.image_size)
-    served = Served(classifier.net, tta=bool(cfg.tta)).eval()
+    served = Served(classifier.inference_net, tta=bool(cfg.tta)).eval()
 
-    out = Path(cfg.out_dir)
+    out = paths.export
     out.mkdir(parents=True, exist_ok=True)
     onnx_path = out / "model.onnx"
     candidate = out / "model.onnx.unproven"  # becomes model.onnx only once proven
@@ -152,7 +147,7 @@ def main() -> None:
     test_metrics = classification_metrics(labels, probs, classes)
 
     digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
-    with resume_run() as run:
+    with resume_run(paths.run_file) as run:
         manifest = BundleManifest(
             name=cfg.registered_name,
             version=digest[:12],
