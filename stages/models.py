@@ -7,6 +7,7 @@ carries its own preprocessing and the service cannot drift from training.
 from __future__ import annotations
 
 import re
+
 import timm
 import torch
 from torch import nn

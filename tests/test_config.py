@@ -11,8 +11,8 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from stages.lightning_module import build_model
 from stages.models import efficientnet_lite0, pretrained_lite0_state_dict, rename_lite0_key
-from stages.training import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml"))
