@@ -48,6 +48,27 @@ class EpochHistory(L.Callback):
             writer.writerows(self.rows)
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX); elsewhere it is emulated."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """`auto`: bf16 mixed precision where the CPU has native bf16 (~30% faster), else float32.
+
+    Emulated bf16 is over ten times slower than float32 on an AVX2-only CPU.
+    """
+    if precision != "auto":
+        return precision
+    if accelerator != "cpu":
+        return "16-mixed"
+    return "bf16-mixed" if cpu_has_bf16() else "32-true"
+
+
 def build_trainer(cfg: dict[str, Any], paths: Paths, run_id: str, history: EpochHistory):
     """The Lightning trainer: best-on-validation checkpoint, early stopping, MLflow logging."""
     trainer_cfg = cfg["trainer"]
@@ -62,7 +83,7 @@ def build_trainer(cfg: dict[str, Any], paths: Paths, run_id: str, history: Epoch
         accelerator=trainer_cfg["accelerator"],
         devices=trainer_cfg["devices"],
         strategy=trainer_cfg["strategy"],
-        precision=trainer_cfg["precision"],
+        precision=resolve_precision(trainer_cfg["precision"], trainer_cfg["accelerator"]),
         max_epochs=trainer_cfg["max_epochs"],
         limit_train_batches=trainer_cfg["limit_train_batches"],
         deterministic=trainer_cfg["deterministic"],
