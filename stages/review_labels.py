@@ -32,8 +32,14 @@ SPLITS = ("train", "val", "test")
 
 
 @torch.inference_mode()
-def backbone_features(images: np.ndarray, batch_size: int, threads: int) -> np.ndarray:
-    """Pooled ImageNet features [N, 1280] of uint8 [N, S, S, 3] photos (no fine-tuning)."""
+def backbone_features(
+    images: np.ndarray, batch_size: int, threads: int, size: int | None = None
+) -> np.ndarray:
+    """Pooled ImageNet features [N, 1280] of uint8 [N, S, S, 3] photos (no fine-tuning).
+
+    `size` resizes the photos first: features at 160 px cost half of 224 px and judge
+    a photo's class nearly as well.
+    """
     torch.set_num_threads(threads)
     model = efficientnet_lite0(num_classes=2, pretrained=True).eval()
     net = model.net
@@ -41,6 +47,10 @@ def backbone_features(images: np.ndarray, batch_size: int, threads: int) -> np.n
     for start in tqdm(range(0, len(images), batch_size), desc="review: features", unit="batch"):
         batch = torch.from_numpy(np.asarray(images[start : start + batch_size]))
         x = batch.permute(0, 3, 1, 2).float().div_(255.0)
+        if size and size != x.shape[-1]:
+            x = torch.nn.functional.interpolate(
+                x, size=(size, size), mode="bilinear", antialias=True
+            )
         x = ((x - model.mean) / model.std).contiguous(memory_format=torch.channels_last)
         chunks.append(net.forward_head(net.forward_features(x), pre_logits=True).numpy())
     return np.concatenate(chunks)
@@ -108,7 +118,9 @@ def main() -> None:
         [np.load(paths.prepared / f"{split}_images.npy", mmap_mode="r") for split in SPLITS]
     )
     labels = manifest["label"].map(classes.index).to_numpy()
-    features = backbone_features(images, int(cfg.batch_size), int(params.trainer.threads))
+    features = backbone_features(
+        images, int(cfg.batch_size), int(params.trainer.threads), cfg.get("image_size")
+    )
     probs = out_of_fold_probabilities(features, labels, int(cfg.folds), int(params.seed))
     table = disputed_table(manifest, probs, classes, paths.raw, float(cfg.min_confidence))
 
