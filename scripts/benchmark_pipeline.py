@@ -1,6 +1,6 @@
 """Benchmark the pipeline: wall time and peak memory per stage, accuracy, no-op repro time.
 
-Runs `dvc repro --force --single-item <stage>` for each stage in order (the same commands
+Runs `dvc repro --force --single-item <stage>` for each stage of dvc.yaml in order (the same commands
 `dvc repro` runs, forced so nothing is restored from a cache), samples the memory of the
 stage's process tree, then times a no-op `dvc repro`. Prints a Markdown table.
 
@@ -19,8 +19,16 @@ import time
 from pathlib import Path
 
 import psutil
+import yaml
 
-STAGES = ("prepare", "train", "evaluate", "export")
+
+def stages_in_order() -> list[str]:
+    """The stages as dvc.yaml lists them (each one's dependencies come before it)."""
+    return list(yaml.safe_load(Path("dvc.yaml").read_text())["stages"])
+
+
+def metrics_dir() -> Path:
+    return Path(yaml.safe_load(Path("params.yaml").read_text())["paths"]["metrics"])
 
 
 def run_measured(cmd: list[str]) -> tuple[float, float]:
@@ -57,13 +65,13 @@ def main() -> None:
     args = parser.parse_args()
 
     rows = []
-    for stage in STAGES:
+    for stage in stages_in_order():
         seconds, mib = run_measured(["dvc", "repro", "--force", "--single-item", stage])
         rows.append({"stage": stage, "seconds": round(seconds, 1), "peak_mib": round(mib)})
     noop, _ = run_measured(["dvc", "repro"])
-    evaluate = json.loads(Path("metrics/evaluate.json").read_text())
-    export = json.loads(Path("metrics/export.json").read_text())
-    train = json.loads(Path("metrics/train.json").read_text())
+    evaluate = json.loads((metrics_dir() / "evaluate.json").read_text())
+    export = json.loads((metrics_dir() / "export.json").read_text())
+    train = json.loads((metrics_dir() / "train.json").read_text())
     result = {
         "stages": rows,
         "total_seconds": round(sum(r["seconds"] for r in rows), 1),
@@ -72,7 +80,10 @@ def main() -> None:
         "val_acc": train["val_acc"],
         "test_accuracy": evaluate["accuracy"],
         "test_accuracy_without_tta": evaluate["accuracy_without_tta"],
-        "served_onnx_test_accuracy": export["onnx_test_accuracy"],
+        "served_precision": export["precision"],
+        "served_test_accuracy": export["served_test_accuracy"],
+        "fp32_onnx_test_accuracy": export["fp32_test_accuracy"],
+        "served_ms_per_photo_1_thread": export[f"{export['precision']}_ms_per_photo_1_thread"],
     }
     print("| stage | wall time | peak memory |\n| --- | ---: | ---: |")
     for r in rows:
@@ -82,7 +93,8 @@ def main() -> None:
     print(
         f"\ntest accuracy {result['test_accuracy']:.4f} (flip TTA), "
         f"{result['test_accuracy_without_tta']:.4f} without; served ONNX "
-        f"{result['served_onnx_test_accuracy']:.4f}; {result['epochs']} epochs"
+        f"({result['served_precision']}) {result['served_test_accuracy']:.4f}, float ONNX "
+        f"{result['fp32_onnx_test_accuracy']:.4f}; {result['epochs']} epochs"
     )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

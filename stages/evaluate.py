@@ -16,15 +16,10 @@ import torch
 from sklearn import metrics as skm
 from tqdm import tqdm
 
-from stages.metrics import classification_metrics
-from stages.params import load_params
+from stages.classification_metrics import classification_metrics
+from stages.lightning_module import Classifier, load_classifier
+from stages.params import Paths, load_params
 from stages.tracking import resume_run
-from stages.training import Classifier, load_classifier
-
-PREPARED = Path("data/prepared")
-CHECKPOINT = Path("models/checkpoints/best.ckpt")
-METRICS = Path("metrics/evaluate.json")
-PLOTS = Path("plots/evaluate")
 
 
 @torch.inference_mode()
@@ -102,13 +97,13 @@ def draw_figures(labels: np.ndarray, probs: np.ndarray, classes: list[str], out:
 
 
 def main() -> None:
-    cfg = load_params().evaluate
-    if not CHECKPOINT.exists():
-        raise SystemExit(f"{CHECKPOINT} is missing: run the train stage first.")
-    model = load_classifier(CHECKPOINT)
+    params = load_params()
+    cfg, paths = params.evaluate, Paths.from_params(params)
+    PLOTS = paths.plots / "evaluate"
+    model = load_classifier(paths.checkpoint)
     classes: list[str] = list(model.hparams.classes)
-    images = np.load(PREPARED / "test_images.npy", mmap_mode="r")
-    labels = np.load(PREPARED / "test_labels.npy")
+    images = np.load(paths.prepared / "test_images.npy", mmap_mode="r")
+    labels = np.load(paths.prepared / "test_labels.npy")
     if len(labels) == 0:
         raise SystemExit("The test split is empty: add photos or raise prepare.split.test.")
 
@@ -132,9 +127,9 @@ def main() -> None:
     draw_gallery(images, labels, probs, classes, figures / "misclassified.png", cfg.gallery_size)
     draw_figures(labels, probs, classes, figures)
     report = skm.classification_report(labels, probs.argmax(1), target_names=classes, digits=4)
-    METRICS.write_text(json.dumps(metrics, indent=2) + "\n")
+    (paths.metrics / "evaluate.json").write_text(json.dumps(metrics, indent=2) + "\n")
 
-    with resume_run():
+    with resume_run(paths.run_file):
         mlflow.log_metrics(
             {f"test_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
         )

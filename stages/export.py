@@ -1,7 +1,10 @@
-"""Stage 4: best checkpoint -> the model bundle (models/export/), proven and registered.
+"""Stage 4: best checkpoint -> the model bundle (paths.export), proven, quantized, registered.
 
 The bundle is what the service loads: an ONNX graph that takes RGB in [0, 1] and
-returns probabilities (normalisation inside), and model.json (docs/bundle.md).
+returns probabilities (normalisation inside), and model.json (docs/bundle.md). The float
+graph must agree with PyTorch; with `export.precision: int8` the bundle holds its static
+int8 quantization instead, and only if that loses at most `export.int8.max_accuracy_drop`
+test accuracy.
 """
 
 from __future__ import annotations
@@ -18,20 +21,17 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+from omegaconf import DictConfig
 from torch import nn
-from tqdm import tqdm
 
 from serving.bundle import BundleManifest, InputSpec, OutputSpec
 from serving.imaging import to_batch
-from stages.metrics import classification_metrics
-from stages.params import load_params
+from stages.classification_metrics import classification_metrics
+from stages.lightning_module import load_classifier
+from stages.params import Paths, load_params
+from stages.quantize import calibration_photos, quantize_int8, session, timed_predict
 from stages.tracking import resume_run
-from stages.training import load_classifier
 
-PREPARED = Path("data/prepared")
-CHECKPOINT = Path("models/checkpoints/best.ckpt")
-METRICS = Path("metrics/export.json")
-EVALUATION = Path("metrics/evaluate.json")
 HISTOGRAM_BINS = 10
 
 
@@ -66,18 +66,6 @@ def export_onnx(model: nn.Module, size: int, path: Path, opset: int) -> None:
             verbose=False,
         )
     onnx.checker.check_model(str(path))
-
-
-def onnx_predict(session: ort.InferenceSession, images: np.ndarray, batch: int = 64) -> np.ndarray:
-    """Run the bundle exactly as the service does: uint8 pixels -> imaging.to_batch -> ONNX."""
-    out = []
-    for start in tqdm(
-        range(0, len(images), batch), desc="export: ONNX on test split", unit="batch"
-    ):
-        out.append(
-            session.run(None, {"image": to_batch(np.array(images[start : start + batch]))})[0]
-        )
-    return np.concatenate(out)
 
 
 def prove_agreement(
@@ -126,39 +114,100 @@ def git_revision() -> str:
         return "unknown"
 
 
-def main() -> None:
-    cfg = load_params().export
-    if not CHECKPOINT.exists():
-        raise SystemExit(f"{CHECKPOINT} is missing: run the train stage first.")
-    classifier = load_classifier(CHECKPOINT)
+def quantized_or_refused(
+    cfg: DictConfig,
+    fp32_path: Path,
+    paths: Paths,
+    seed: int,
+    fp32_accuracy: float,
+    labels: np.ndarray,
+    images: np.ndarray,
+) -> tuple[Path, np.ndarray, float, float]:
+    """The int8 graph, its test probabilities, accuracy and ms/photo; exits if it loses too much."""
+    int8_path = fp32_path.with_name("model.int8.onnx.unproven")
+    train_images = np.load(paths.prepared / "train_images.npy", mmap_mode="r")
+    photos = calibration_photos(train_images, int(cfg.int8.calibration_photos), seed)
+    quantize_int8(
+        fp32_path, int8_path, photos, str(cfg.int8.calibration), list(cfg.int8.keep_float)
+    )
+    probs, ms = timed_predict(session(int8_path, threads=1), images, "int8")
+    accuracy = float((probs.argmax(1) == labels).mean())
+    drop = fp32_accuracy - accuracy
+    if drop > float(cfg.int8.max_accuracy_drop):
+        int8_path.unlink()
+        raise SystemExit(
+            f"export: the int8 graph scores {accuracy:.4f} on the test split, {100 * drop:.2f} "
+            f"points below float32 ({fp32_accuracy:.4f}); the limit is "
+            f"{100 * float(cfg.int8.max_accuracy_drop):.2f} (export.int8.max_accuracy_drop). "
+            "The bundle was not written: keep more nodes in float (export.int8.keep_float), "
+            "try another calibration, or export with -S export.precision=fp32."
+        )
+    return int8_path, probs, accuracy, ms
+
+
+def build_bundle(cfg: DictConfig, paths: Paths, seed: int) -> dict:
+    """Export, prove and (for int8) quantize; returns what the manifest and metrics need."""
+    classifier = load_classifier(paths.checkpoint)
     classes: list[str] = list(classifier.hparams.classes)
     size = int(classifier.hparams.image_size)
-    served = Served(classifier.net, tta=bool(cfg.tta)).eval()
-
-    out = Path(cfg.out_dir)
+    served = Served(classifier.inference_net, tta=bool(cfg.tta)).eval()
+    out = paths.export
     out.mkdir(parents=True, exist_ok=True)
-    onnx_path = out / "model.onnx"
-    candidate = out / "model.onnx.unproven"  # becomes model.onnx only once proven
-    export_onnx(served, size, candidate, int(cfg.opset))
-    session = ort.InferenceSession(str(candidate), providers=["CPUExecutionProvider"])
-
-    images = np.load(PREPARED / "test_images.npy", mmap_mode="r")
-    labels = np.load(PREPARED / "test_labels.npy")
+    for stale in out.glob("*.onnx*"):
+        stale.unlink()
+    fp32_path = out / "model.fp32.onnx.unproven"  # only a proven graph becomes model.onnx
+    export_onnx(served, size, fp32_path, int(cfg.opset))
+    images = np.load(paths.prepared / "test_images.npy", mmap_mode="r")
+    labels = np.load(paths.prepared / "test_labels.npy")
     worst = prove_agreement(
-        served, session, images[: int(cfg.compare_photos)], float(cfg.tolerance)
+        served, session(fp32_path), images[: int(cfg.compare_photos)], float(cfg.tolerance)
     )
-    candidate.replace(onnx_path)
-    probs = onnx_predict(session, images)
-    test_metrics = classification_metrics(labels, probs, classes)
+    fp32_probs, fp32_ms = timed_predict(session(fp32_path, threads=1), images, "float32")
+    fp32_accuracy = float((fp32_probs.argmax(1) == labels).mean())
+    result = {
+        "classifier": classifier,
+        "classes": classes,
+        "size": size,
+        "images": images,
+        "labels": labels,
+        "worst": worst,
+        "precision": str(cfg.precision),
+        "accuracy": {"fp32": round(fp32_accuracy, 6)},
+        "ms": {"fp32": round(fp32_ms, 3)},
+    }
+    onnx_path = out / "model.onnx"
+    if cfg.precision == "int8":
+        int8_path, probs, int8_accuracy, int8_ms = quantized_or_refused(
+            cfg, fp32_path, paths, seed, fp32_accuracy, labels, images
+        )
+        int8_path.replace(onnx_path)
+        fp32_path.unlink()
+        result["accuracy"]["int8"] = round(int8_accuracy, 6)
+        result["ms"]["int8"] = round(int8_ms, 3)
+    elif cfg.precision == "fp32":
+        fp32_path.replace(onnx_path)
+        probs = fp32_probs
+    else:
+        raise SystemExit(f"export.precision must be fp32 or int8, not {cfg.precision!r}")
+    result.update(onnx_path=onnx_path, probs=probs)
+    return result
 
+
+def main() -> None:
+    params = load_params()
+    cfg, paths = params.export, Paths.from_params(params)
+    bundle = build_bundle(cfg, paths, int(params.seed))
+    onnx_path, classes, size, probs = (bundle[k] for k in ("onnx_path", "classes", "size", "probs"))
+    test_metrics = classification_metrics(bundle["labels"], probs, classes)
+    evaluation = paths.metrics / "evaluate.json"
     digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
-    with resume_run() as run:
+    with resume_run(paths.run_file) as run:
         manifest = BundleManifest(
             name=cfg.registered_name,
             version=digest[:12],
             model_file=onnx_path.name,
             sha256=digest,
-            architecture=classifier.hparams.model.get("name", "unknown"),
+            architecture=bundle["classifier"].hparams.model.get("name", "unknown"),
             classes=classes,
             input=InputSpec(
                 shape=["N", 3, size, size],
@@ -170,44 +219,54 @@ def main() -> None:
             ),
             output=OutputSpec(shape=["N", len(classes)]),
             tta=bool(cfg.tta),
-            precision="fp32",
-            accuracy={"fp32": test_metrics["accuracy"], "served": test_metrics["accuracy"]},
+            precision=bundle["precision"],
+            accuracy=bundle["accuracy"],
             # The served graph's own figures on the test split, and the evaluate stage's.
             metrics={k: v for k, v in test_metrics.items() if k != "per_class"},
-            evaluation=json.loads(EVALUATION.read_text()) if EVALUATION.exists() else {},
-            data_version=json.loads((PREPARED / "meta.json").read_text()).get(
+            evaluation=json.loads(evaluation.read_text()) if evaluation.exists() else {},
+            data_version=json.loads((paths.prepared / "meta.json").read_text()).get(
                 "data_version", "unknown"
             ),
             git_revision=git_revision(),
             mlflow_run_id=run.info.run_id,
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            reference=reference_statistics(probs, images, classes),
+            reference=reference_statistics(probs, bundle["images"], classes),
         )
-        manifest.write(out)
+        manifest.write(paths.export)
         export_metrics = {
-            "onnx_test_accuracy": test_metrics["accuracy"],
-            "onnx_test_f1_macro": test_metrics["f1_macro"],
-            "onnx_max_abs_diff": worst,
+            "precision": bundle["precision"],
+            "served_test_accuracy": test_metrics["accuracy"],
+            "served_test_f1_macro": test_metrics["f1_macro"],
+            **{f"{k}_test_accuracy": v for k, v in bundle["accuracy"].items()},
+            **{f"{k}_ms_per_photo_1_thread": v for k, v in bundle["ms"].items()},
+            "onnx_max_abs_diff": bundle["worst"],
             "onnx_size_mb": round(onnx_path.stat().st_size / 2**20, 2),
         }
-        METRICS.write_text(json.dumps(export_metrics, indent=2) + "\n")
-        mlflow.log_metrics(export_metrics)
-        mlflow.log_artifact(str(out / "model.json"), "bundle")
-        info = mlflow.onnx.log_model(
-            onnx.load(str(onnx_path)),
-            name="model",
-            registered_model_name=cfg.registered_name,
-            save_as_external_data=False,
-        )
-        client = mlflow.MlflowClient()
-        version = str(info.registered_model_version)
-        for key in ("data_version", "git_revision", "version"):
-            client.set_model_version_tag(cfg.registered_name, version, key, getattr(manifest, key))
+        (paths.metrics / "export.json").write_text(json.dumps(export_metrics, indent=2) + "\n")
+        mlflow.log_metrics({k: v for k, v in export_metrics.items() if isinstance(v, float)})
+        mlflow.log_artifact(str(paths.export / "model.json"), "bundle")
+        version = register(onnx_path, cfg.registered_name, manifest)
     print(
-        f"export: {onnx_path} ({export_metrics['onnx_size_mb']} MB, version {manifest.version}), "
-        f"ONNX test accuracy {test_metrics['accuracy']:.4f}, max |ONNX - PyTorch| {worst:.1e}, "
-        f"registered as {cfg.registered_name} v{version}"
+        f"export: {onnx_path} ({bundle['precision']}, {export_metrics['onnx_size_mb']} MB, "
+        f"version {manifest.version}), test accuracy {bundle['accuracy']}, "
+        f"ms/photo on one thread {bundle['ms']}, max |ONNX fp32 - PyTorch| "
+        f"{bundle['worst']:.1e}, registered as {cfg.registered_name} v{version}"
     )
+
+
+def register(onnx_path: Path, name: str, manifest: BundleManifest) -> str:
+    """Log the graph to the MLflow registry, tagged with what identifies the bundle."""
+    info = mlflow.onnx.log_model(
+        onnx.load(str(onnx_path)),
+        name="model",
+        registered_model_name=name,
+        save_as_external_data=False,
+    )
+    client = mlflow.MlflowClient()
+    version = str(info.registered_model_version)
+    for key in ("data_version", "git_revision", "version"):
+        client.set_model_version_tag(name, version, key, getattr(manifest, key))
+    return version
 
 
 if __name__ == "__main__":

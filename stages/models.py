@@ -7,7 +7,6 @@ carries its own preprocessing and the service cannot drift from training.
 from __future__ import annotations
 
 import re
-from itertools import pairwise
 
 import timm
 import torch
@@ -31,29 +30,41 @@ class Normalized(nn.Module):
 
 
 def small_cnn(
-    num_classes: int, channels: tuple[int, ...] = (32, 64, 128, 256), dropout: float = 0.3
+    num_classes: int,
+    channels: tuple[int, ...] = (32, 64, 128, 256),
+    convs_per_stage: tuple[int, ...] = (1, 2, 2, 2),
+    dropout: float = 0.2,
 ) -> nn.Module:
-    """A from-scratch baseline: a strided stem, then conv-BN-ReLU-pool blocks.
+    """A from-scratch baseline: a strided stem, then stages of conv-BN-ReLU, halved by pooling.
 
-    The stem and an early pool bring the input to a quarter of its size at once, which
-    keeps the cost near 0.2 GFLOPs per 224 px photo, so it trains on a CPU in minutes.
+    Stage i holds `convs_per_stage[i]` 3x3 convolutions of `channels[i]` filters (the
+    first stage's first conv is the stride-2 stem). Batch norm lets it train at a high
+    learning rate; at 112 px it costs about 0.13 GMAC per photo, so a dozen epochs fit
+    in ten minutes on two CPU cores.
     """
+    if len(channels) != len(convs_per_stage):
+        raise ValueError("model.channels and model.convs_per_stage need one entry per stage")
 
-    def block(in_ch: int, out_ch: int, stride: int = 1) -> list[nn.Module]:
+    def conv(in_ch: int, out_ch: int, stride: int = 1) -> list[nn.Module]:
         return [
             nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False),
             nn.BatchNorm2d(out_ch),
             nn.ReLU(inplace=True),
         ]
 
-    layers = [*block(3, channels[0], stride=2), nn.MaxPool2d(2)]
-    for in_ch, out_ch in pairwise(channels):
-        layers += [*block(in_ch, out_ch), nn.MaxPool2d(2)]
+    layers = conv(3, channels[0], stride=2)
+    width = channels[0]
+    for stage, (out_ch, count) in enumerate(zip(channels, convs_per_stage, strict=True)):
+        if stage > 0:
+            layers.append(nn.MaxPool2d(2))
+        for _ in range(count - 1 if stage == 0 else count):
+            layers += conv(width, out_ch)
+            width = out_ch
     head = [
         nn.AdaptiveAvgPool2d(1),
         nn.Flatten(),
         nn.Dropout(dropout),
-        nn.Linear(channels[-1], num_classes),
+        nn.Linear(width, num_classes),
     ]
     return Normalized(nn.Sequential(*layers, *head), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 

@@ -1,8 +1,9 @@
-"""Reading the pipeline's parameters and locating the repository."""
+"""Reading the pipeline's parameters, the paths they name, and locating the repository."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,45 @@ def load_params(path: Path = PARAMS_FILE) -> DictConfig:
 
 def to_dict(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Every file and folder the stages share, from params.yaml's `paths` (conf/paths/).
+
+    dvc.yaml names the same locations through `${paths.*}`, so a changed path moves
+    the stages and their declared dependencies together.
+    """
+
+    raw: Path
+    prepared: Path
+    checkpoints: Path
+    export: Path
+    metrics: Path
+    plots: Path
+
+    @classmethod
+    def from_params(cls, params: DictConfig) -> Paths:
+        if "paths" not in params:
+            raise SystemExit("params.yaml has no `paths` section: regenerate it from conf/.")
+        return cls(**{name: Path(value) for name, value in params.paths.items()})
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.checkpoints / "best.ckpt"
+
+    @property
+    def run_file(self) -> Path:
+        """The MLflow run id that train creates and evaluate and export reopen."""
+        return self.checkpoints / "mlflow_run.json"
+
+    @property
+    def train_metrics(self) -> Path:
+        return self.metrics / "train.json"
+
+    @property
+    def train_history(self) -> Path:
+        return self.plots / "train" / "history.csv"
 
 
 def repo_root() -> Path:

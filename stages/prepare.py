@@ -23,7 +23,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from serving.imaging import ImageError, Limits, load
-from stages.params import load_params
+from stages.params import Paths, load_params
 
 SPLITS = ("train", "val", "test")
 IGNORED_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
@@ -225,18 +225,18 @@ def prepare(
 
 def main() -> None:
     params = load_params()
-    cfg = params.prepare
+    cfg, paths = params.prepare, Paths.from_params(params)
     metrics = prepare(
-        raw_dir=Path(cfg.raw_dir),
-        out_dir=Path(cfg.out_dir),
+        raw_dir=paths.raw,
+        out_dir=paths.prepared,
         classes=list(cfg.classes),
         image_size=int(cfg.image_size),
         ratios=dict(cfg.split),
         seed=int(params.seed),
         min_side=int(cfg.min_side),
     )
-    Path("metrics").mkdir(exist_ok=True)
-    Path("metrics/prepare.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    paths.metrics.mkdir(parents=True, exist_ok=True)
+    (paths.metrics / "prepare.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print(
         f"prepare: kept {metrics['kept']} of {metrics['files']} files; "
         f"skipped {metrics['skipped_by_reason'] or 'none'}; split "

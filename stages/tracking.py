@@ -11,7 +11,6 @@ import mlflow
 from stages.params import repo_root
 
 EXPERIMENT = "cats-dogs"
-RUN_FILE = Path("models/checkpoints/mlflow_run.json")  # an output of train, read by later stages
 
 
 def tracking_uri() -> str:
@@ -24,21 +23,21 @@ def run_name() -> str | None:
     return os.environ.get("DVC_EXP_NAME") or None
 
 
-def start_new_run() -> str:
-    """Create the pipeline run (train does this) and return its id."""
+def start_new_run(run_file: Path) -> str:
+    """Create the pipeline run (train does this), note its id in `run_file`, return the id."""
     mlflow.set_tracking_uri(tracking_uri())
     experiment = mlflow.set_experiment(EXPERIMENT)
     client = mlflow.MlflowClient()
     run = client.create_run(experiment.experiment_id, run_name=run_name())
-    RUN_FILE.parent.mkdir(parents=True, exist_ok=True)
-    RUN_FILE.write_text(json.dumps({"run_id": run.info.run_id, "tracking_uri": tracking_uri()}))
+    run_file.parent.mkdir(parents=True, exist_ok=True)
+    run_file.write_text(json.dumps({"run_id": run.info.run_id, "tracking_uri": tracking_uri()}))
     return run.info.run_id
 
 
-def resume_run() -> mlflow.ActiveRun:
-    """Reopen the run that train created, so evaluate and export log to it."""
-    if not RUN_FILE.exists():
-        raise SystemExit(f"{RUN_FILE} is missing: run the train stage first (dvc repro).")
-    run_id = json.loads(RUN_FILE.read_text())["run_id"]
+def resume_run(run_file: Path) -> mlflow.ActiveRun:
+    """Reopen the run that train created (its id is in `run_file`), so later stages log to it."""
+    if not run_file.exists():
+        raise SystemExit(f"{run_file} is missing: run the train stage first (dvc repro).")
+    run_id = json.loads(run_file.read_text())["run_id"]
     mlflow.set_tracking_uri(tracking_uri())
     return mlflow.start_run(run_id=run_id)

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.helpers.photos import fullres_photos
-from tests.helpers.servers import Server, serving
 
+from tests.helpers.photos import fullres_photos
 from tests.helpers.postgres import PostgresServer, new_database, running_postgres
+from tests.helpers.servers import Server, serving
 
 pytestmark = pytest.mark.slow
 
