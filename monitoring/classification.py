@@ -1,7 +1,8 @@
 """Classification metrics from true and predicted labels, in NumPy only.
 
-The report's one implementation (the offline report runs where scikit-learn may be
-absent); tests check it against scikit-learn.
+The one implementation of them: the offline report uses it (it runs where scikit-learn
+may be absent), and so do the pipeline's evaluate and export through
+stages/classification_metrics.py; tests check it against scikit-learn.
 """
 
 from __future__ import annotations
