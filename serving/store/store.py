@@ -109,18 +109,23 @@ class Store:
         """Store the one true label of a prediction, atomically.
 
         A prediction still queued here is written first; one unknown to the store is
-        looked up once more after a flush interval, since another replica may still hold
-        it in its queue. Raises UnknownPrediction (no such id), LabelConflict (another
+        looked up again for up to a flush interval plus `feedback_wait_s`, since another
+        replica may still hold it in its queue. Raises UnknownPrediction (no such id), LabelConflict (another
         label is stored) or StoreError (the store is down or full: nothing was stored).
         """
         if not self.writer.wait_written(request_id, self.config.feedback_wait_s):
             raise StoreError("unavailable", "The prediction is not written yet; retry shortly.")
         self.ensure_schema()
-        try:
-            return self._store_label(request_id, label)
-        except UnknownPrediction:
-            time.sleep(self.config.flush_ms / 1000.0 + 0.1)
-            return self._store_label(request_id, label)
+        # Another replica writes its queue within a flush interval plus the time a write
+        # takes: look again until then (feedback_wait_s bounds the write, as above).
+        deadline = time.monotonic() + self.config.flush_ms / 1000.0 + self.config.feedback_wait_s
+        while True:
+            try:
+                return self._store_label(request_id, label)
+            except UnknownPrediction:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.05)
 
     def _store_label(self, request_id: str, label: str) -> FeedbackOutcome:
         with self.db.transaction() as cur:
