@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from serving.inference.engine import Engine
-from serving.inference.model import Model
+from serving.inference.onnx_model import Model
 from serving.inference.prediction import Call
 from serving.inference.predictor import Predictor
 from serving.prometheus_metrics import ServiceMetrics

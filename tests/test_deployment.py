@@ -446,7 +446,7 @@ def smoke_photo(bundle_dir: Path, fullres_photos: list[tuple[Path, str]]) -> tup
     bundle may miss some photos, so pick one it gets right, judged without the server.
     """
     from serving import imaging
-    from serving.inference.model import Model
+    from serving.inference.onnx_model import Model
 
     model = Model(bundle_dir, threads=1)
     photos = [photo for photo, _ in fullres_photos]

@@ -28,7 +28,7 @@ _TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}
 
 
 @dataclass(frozen=True)
-class Prepared:
+class DecodedPhoto:
     """One decoded photo: model-input pixels plus what logs and drift monitoring need."""
 
     pixels: np.ndarray  # uint8 [S, S, 3]
@@ -57,12 +57,12 @@ def upright_size(data: bytes) -> tuple[int, int]:
     return (height, width) if orientation in _TRANSPOSING_ORIENTATIONS else (width, height)
 
 
-def prepare(data: bytes, limits: imaging.Limits, size: int, draft: bool) -> Prepared:
+def decode_photo(data: bytes, limits: imaging.Limits, size: int, draft: bool) -> DecodedPhoto:
     """Bytes to model input through the image contract (raises ImageError)."""
     img = imaging.decode(data, limits, draft_size=size if draft else None)
     pixels = np.asarray(imaging.fit(img, size), dtype=np.uint8)
     width, height = upright_size(data)
-    return Prepared(
+    return DecodedPhoto(
         pixels=pixels,
         width=width,
         height=height,

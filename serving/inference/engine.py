@@ -16,7 +16,7 @@ import numpy as np
 from serving import imaging
 from serving.inference.batching import MicroBatcher
 from serving.inference.decoding import DecodePool
-from serving.inference.model import Model
+from serving.inference.onnx_model import Model
 from serving.refusals import Refused
 from serving.settings import Settings
 

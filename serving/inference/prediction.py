@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from serving.inference.decoding import Prepared
+from serving.inference.decoding import DecodedPhoto
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class Prediction:
     inference_ms: float
     latency_ms: float
     time: str  # ISO 8601, UTC
-    image: Prepared | None = None
+    image: DecodedPhoto | None = None
 
     def answer(self) -> dict[str, Any]:
         """The public fields (the JSON a client gets)."""

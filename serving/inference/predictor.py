@@ -16,7 +16,7 @@ from typing import Protocol, TypeVar
 import numpy as np
 
 from serving.imaging import ImageError
-from serving.inference.decoding import Prepared, prepare
+from serving.inference.decoding import DecodedPhoto, decode_photo
 from serving.inference.engine import Engine
 from serving.inference.prediction import Call, Prediction
 from serving.logs import utc_now
@@ -55,12 +55,12 @@ class Predictor:
         if count > limit:
             raise Refused("too_many_files", f"{count} images sent; the limit is {limit}.")
 
-    async def prepare(self, data: bytes, call: Call) -> Prepared:
+    async def decode(self, data: bytes, call: Call) -> DecodedPhoto:
         """Decode one upload in the decode pool (raises ImageError for a bad photo)."""
         model = self.engine.require_model()
         assert self.engine.decoder is not None
         limits, draft = self.engine.limits, self.engine.settings.draft_decode
-        work = self.engine.decoder.run(prepare, data, limits, model.size, draft)
+        work = self.engine.decoder.run(decode_photo, data, limits, model.size, draft)
         return await within(call, work, "decoding")
 
     async def infer(self, images: np.ndarray, call: Call) -> tuple[np.ndarray, float]:
@@ -69,10 +69,10 @@ class Predictor:
         assert self.engine.batcher is not None
         return await within(call, self.engine.batcher.submit(images), "inference")
 
-    async def predict_one(self, data: bytes, call: Call) -> tuple[Prediction, Prepared]:
-        prepared = await self.prepare(data, call)
-        probs, inference_ms = await self.infer(prepared.pixels[None], call)
-        return self.finish(call, call.request_id, probs[0], inference_ms, prepared), prepared
+    async def predict_one(self, data: bytes, call: Call) -> tuple[Prediction, DecodedPhoto]:
+        photo = await self.decode(data, call)
+        probs, inference_ms = await self.infer(photo.pixels[None], call)
+        return self.finish(call, call.request_id, probs[0], inference_ms, photo), photo
 
     async def predict_many(
         self, blobs: Sequence[bytes], call: Call
@@ -83,12 +83,12 @@ class Predictor:
         """
         self.check_count(len(blobs))
         results = await asyncio.gather(
-            *(self.prepare(b, call) for b in blobs), return_exceptions=True
+            *(self.decode(b, call) for b in blobs), return_exceptions=True
         )
         for item in results:
             if isinstance(item, BaseException) and not isinstance(item, ImageError):
                 raise item  # overload, deadline or a fault fails the whole request
-        good = [(i, p) for i, p in enumerate(results) if isinstance(p, Prepared)]
+        good = [(i, p) for i, p in enumerate(results) if isinstance(p, DecodedPhoto)]
         if not good:
             return [r for r in results if isinstance(r, ImageError)]  # all of them
         probs, inference_ms = await self.infer(np.stack([p.pixels for _, p in good]), call)
@@ -111,7 +111,7 @@ class Predictor:
         request_id: str,
         probs: np.ndarray,
         inference_ms: float,
-        prepared: Prepared | None,
+        photo: DecodedPhoto | None,
     ) -> Prediction:
         """One probability row -> the served Prediction, counted and recorded."""
         model = self.engine.require_model()
@@ -128,7 +128,7 @@ class Predictor:
             inference_ms=round(inference_ms, 3),
             latency_ms=round((time.perf_counter() - call.started) * 1000.0, 3),
             time=utc_now(),
-            image=prepared,
+            image=photo,
         )
         if self._on_prediction:
             self._on_prediction(prediction)

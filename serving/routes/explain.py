@@ -24,17 +24,17 @@ async def explain_image(
     settings: SettingsDep,
 ) -> schemas.ExplainOut:
     """Predict and show which regions drove it (occlusion heatmap, no torch needed)."""
-    prepared = await predictor.prepare(data, call)
+    photo = await predictor.decode(data, call)
     grid = max(2, settings.explain_grid)
-    variants = explain.occlusion_variants(prepared.pixels, grid)
+    variants = explain.occlusion_variants(photo.pixels, grid)
     probs, inference_ms = await predictor.infer(variants, call)
-    prediction = predictor.finish(call, call.request_id, probs[0], inference_ms, prepared)
+    prediction = predictor.finish(call, call.request_id, probs[0], inference_ms, photo)
     note_prediction(request, prediction)
     model = predictor.engine.require_model()
     target = model.classes.index(prediction.label)
     drops = explain.occlusion_grid(probs, target, grid)
     assert predictor.engine.decoder is not None
-    png = await predictor.engine.decoder.run(explain.overlay_png, prepared.pixels, drops)
+    png = await predictor.engine.decoder.run(explain.overlay_png, photo.pixels, drops)
     explanation = schemas.ExplanationOut(
         target=prediction.label,
         grid_size=grid,

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Response
 from serving import schemas
 from serving.dependencies import CurrentCall, EngineDep, ReadyPredictor
 from serving.imaging import ImageError
-from serving.inference.model import Model
+from serving.inference.onnx_model import Model
 from serving.inference.prediction import Call
 from serving.inference.predictor import Predictor
 from serving.inference.tensors import fp32_images

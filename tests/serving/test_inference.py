@@ -12,7 +12,7 @@ import pytest
 
 from serving import imaging
 from serving.inference.batching import MicroBatcher
-from serving.inference.model import Model
+from serving.inference.onnx_model import Model
 from serving.settings import Settings
 from tests.serving.support import PHOTOS, ROOT
 

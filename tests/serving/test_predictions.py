@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from serving import imaging
-from serving.inference.model import Model
+from serving.inference.onnx_model import Model
 from tests.serving.support import FULLRES, PHOTOS, encode, true_label, upload
 
 
