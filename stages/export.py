@@ -24,6 +24,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from serving import drift
 from serving.bundle import BundleManifest, InputSpec, OutputSpec
 from serving.imaging import to_batch
 from stages.classification_metrics import classification_metrics
@@ -86,9 +87,9 @@ def prove_agreement(
 
 
 def histogram(values: np.ndarray, low: float, high: float) -> dict[str, list]:
-    edges = np.linspace(low, high, HISTOGRAM_BINS + 1)
-    counts, _ = np.histogram(np.clip(values, low, high), bins=edges)
-    return {"edges": [round(float(e), 6) for e in edges], "counts": counts.tolist()}
+    """A reference histogram, binned by the same code that bins live traffic for drift."""
+    edges = [round(float(e), 6) for e in np.linspace(low, high, HISTOGRAM_BINS + 1)]
+    return {"edges": edges, "counts": drift.histogram(values, edges).tolist()}
 
 
 def reference_statistics(probs: np.ndarray, images: np.ndarray, classes: list[str]) -> dict:
