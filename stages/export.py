@@ -44,10 +44,13 @@ class Served(nn.Module):
         self.net, self.tta = net, tta
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        probs = self.net(image).softmax(1)
-        if self.tta:
-            probs = (probs + self.net(image.flip(3)).softmax(1)) / 2
-        return probs
+        if not self.tta:
+            return self.net(image).softmax(1)
+        # One pass over photos and mirrors: the graph holds the network once, so int8's
+        # keep_float (first conv, classifier) covers both halves.
+        probs = self.net(torch.cat([image, image.flip(3)])).softmax(1)
+        count = image.shape[0]
+        return (probs[:count] + probs[count:]) / 2
 
 
 def export_onnx(model: nn.Module, size: int, path: Path, opset: int) -> None:

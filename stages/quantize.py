@@ -74,7 +74,18 @@ def float_nodes(model: onnx.ModelProto, keep_float: list[str]) -> list[str]:
     if "classifier" in keep_float:
         picked += [n.name for n in nodes if n.op_type in ("Gemm", "MatMul")][-1:]
     if "softmax" in keep_float:
-        picked += [n.name for n in nodes if n.op_type == "Softmax"]
+        picked += probability_head(nodes)
+    return picked
+
+
+def probability_head(nodes: list[onnx.NodeProto]) -> list[str]:
+    """Softmax and every node after it (TTA's averaging): quantized, probabilities stop summing to 1."""
+    downstream: set[str] = set()
+    picked: list[str] = []
+    for node in nodes:  # ONNX graphs are topologically sorted
+        if node.op_type == "Softmax" or downstream.intersection(node.input):
+            picked.append(node.name)
+            downstream.update(node.output)
     return picked
 
 
