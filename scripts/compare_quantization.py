@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from stages.params import Paths, load_params
-from stages.quantize import calibration_photos, quantize_int8, session, timed_predict
+from stages.quantize import calibration_photos, quantize_int8, timed_predict
 
 
 def main() -> None:
@@ -33,14 +33,14 @@ def main() -> None:
     labels = np.load(paths.prepared / "test_labels.npy")
     train = np.load(paths.prepared / "train_images.npy", mmap_mode="r")
     photos = calibration_photos(train, args.photos, int(params.seed))
-    probs, ms = timed_predict(session(args.fp32, threads=1), images, "float32")
+    probs, ms = timed_predict(args.fp32, images, "float32")
     rows = [("float32", "-", float((probs.argmax(1) == labels).mean()), ms)]
     with tempfile.TemporaryDirectory() as scratch:
         for method in args.methods:
             for keep in args.keep_float:
                 int8 = Path(scratch) / f"{method}-{keep}.onnx"
                 quantize_int8(args.fp32, int8, photos, method, [k for k in keep.split(",") if k])
-                probs, ms = timed_predict(session(int8, threads=1), images, "int8")
+                probs, ms = timed_predict(int8, images, "int8")
                 rows.append((method, keep, float((probs.argmax(1) == labels).mean()), ms))
     print("| calibration | kept in float | test accuracy | ms/photo (1 thread) |")
     print("| --- | --- | --- | --- |")

@@ -16,6 +16,7 @@ import torch
 from sklearn import metrics as skm
 from tqdm import tqdm
 
+from stages.allocator import reuse_freed_memory
 from stages.classification_metrics import classification_metrics
 from stages.lightning_module import Classifier, load_classifier
 from stages.params import Paths, load_params
@@ -97,6 +98,7 @@ def draw_figures(labels: np.ndarray, probs: np.ndarray, classes: list[str], out:
 
 
 def main() -> None:
+    reuse_freed_memory()
     params = load_params()
     cfg, paths = params.evaluate, Paths.from_params(params)
     PLOTS = paths.plots / "evaluate"

@@ -27,6 +27,7 @@ from torch import nn
 from serving import drift
 from serving.bundle import BundleManifest, InputSpec, OutputSpec
 from serving.imaging import to_batch
+from stages.allocator import reuse_freed_memory
 from stages.classification_metrics import classification_metrics
 from stages.lightning_module import load_classifier
 from stages.params import Paths, load_params
@@ -134,7 +135,7 @@ def quantized_or_refused(
     quantize_int8(
         fp32_path, int8_path, photos, str(cfg.int8.calibration), list(cfg.int8.keep_float)
     )
-    probs, ms = timed_predict(session(int8_path, threads=1), images, "int8")
+    probs, ms = timed_predict(int8_path, images, "int8")
     accuracy = float((probs.argmax(1) == labels).mean())
     drop = fp32_accuracy - accuracy
     if drop > float(cfg.int8.max_accuracy_drop):
@@ -166,7 +167,7 @@ def build_bundle(cfg: DictConfig, paths: Paths, seed: int) -> dict:
     worst = prove_agreement(
         served, session(fp32_path), images[: int(cfg.compare_photos)], float(cfg.tolerance)
     )
-    fp32_probs, fp32_ms = timed_predict(session(fp32_path, threads=1), images, "float32")
+    fp32_probs, fp32_ms = timed_predict(fp32_path, images, "float32")
     fp32_accuracy = float((fp32_probs.argmax(1) == labels).mean())
     result = {
         "classifier": classifier,
@@ -198,6 +199,7 @@ def build_bundle(cfg: DictConfig, paths: Paths, seed: int) -> dict:
 
 
 def main() -> None:
+    reuse_freed_memory()
     params = load_params()
     cfg, paths = params.export, Paths.from_params(params)
     bundle = build_bundle(cfg, paths, int(params.seed))

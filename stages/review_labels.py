@@ -25,6 +25,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from tqdm import tqdm
 
+from stages.allocator import reuse_freed_memory
 from stages.models import efficientnet_lite0
 from stages.params import Paths, load_params
 
@@ -108,6 +109,7 @@ def draw_gallery(table: pd.DataFrame, images: np.ndarray, path: Path, limit: int
 
 
 def main() -> None:
+    reuse_freed_memory()
     params = load_params()
     cfg, paths = params.review_labels, Paths.from_params(params)
     classes = json.loads((paths.prepared / "meta.json").read_text())["classes"]
