@@ -46,21 +46,6 @@ class Classifier(L.LightningModule):
             else None
         )
 
-    def train(self, mode: bool = True) -> Classifier:
-        """Training mode, except for batch norms whose weights are frozen.
-
-        A frozen layer keeps the ImageNet statistics it was trained with; updating them
-        from batches would shift its features under the trainable layers, and computing
-        batch statistics is most of a frozen block's cost on the CPU.
-        """
-        super().train(mode)
-        for module in self.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
-                p.requires_grad for p in module.parameters()
-            ):
-                module.eval()
-        return self
-
     @property
     def inference_net(self) -> nn.Module:
         """The weights to evaluate and export: the moving average when there is one."""
