@@ -7,10 +7,12 @@ carries its own preprocessing and the service cannot drift from training.
 from __future__ import annotations
 
 import re
+from itertools import pairwise
 
 import timm
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -86,6 +88,31 @@ def efficientnet_lite0(
         for module in [net.conv_stem, net.bn1, *net.blocks[:frozen_blocks]]:
             module.requires_grad_(False)
     return Normalized(net, IMAGENET_MEAN, IMAGENET_STD)
+
+
+# timm's BatchNormAct2d is a BatchNorm2d with its activation (and dropout) built in.
+_FOLDABLE_NORMS = (nn.BatchNorm2d, timm.layers.BatchNormAct2d)
+
+
+def fold_batch_norms(net: nn.Module) -> nn.Module:
+    """Fold every batch norm into the convolution before it, in place, for inference.
+
+    Inference then skips a pass over each feature map: about a third of EfficientNet's
+    time on a CPU. A convolution followed by a batch norm among a module's children (in
+    definition order, as in timm's EfficientNet blocks) is one pair; timm's BatchNormAct2d
+    keeps its activation. Only for a network in eval mode: the statistics are frozen in.
+    """
+    if net.training:
+        raise ValueError("fold_batch_norms needs a network in eval mode")
+    for parent in list(net.modules()):
+        names = list(parent._modules)
+        for conv_name, norm_name in pairwise(names):
+            conv, norm = parent._modules[conv_name], parent._modules[norm_name]
+            if isinstance(conv, nn.Conv2d) and type(norm) in _FOLDABLE_NORMS:
+                parent._modules[conv_name] = fuse_conv_bn_eval(conv, norm)
+                rest = [getattr(norm, name, nn.Identity()) for name in ("drop", "act")]
+                parent._modules[norm_name] = nn.Sequential(*rest)
+    return net
 
 
 def pretrained_lite0_state_dict(net: nn.Module) -> dict[str, torch.Tensor]:

@@ -135,15 +135,13 @@ def timed_predict(
     photos, after a warm-up batch, so timing does not make the export stage wait.
     """
     graph = session(path)
-    out = [
-        graph.run(None, {"image": to_batch(np.asarray(images[start : start + batch]))})[0]
-        for start in tqdm(range(0, len(images), batch), desc=f"export: {label} on test split")
-    ]
+    out, sample = [], []
+    for start in tqdm(range(0, len(images), batch), desc=f"export: {label} on test split"):
+        pixels = to_batch(np.asarray(images[start : start + batch]))
+        out.append(graph.run(None, {"image": pixels})[0])
+        if start < timing_photos:
+            sample.append(pixels)
     one_thread = session(path, threads=1)
-    sample = [
-        to_batch(np.asarray(images[start : start + batch]))
-        for start in range(0, min(timing_photos, len(images)), batch)
-    ]
     one_thread.run(None, {"image": sample[0]})
     began = time.perf_counter()
     for pixels in sample:

@@ -26,7 +26,7 @@ from sklearn.preprocessing import StandardScaler
 from tqdm import tqdm
 
 from stages.allocator import reuse_freed_memory
-from stages.models import efficientnet_lite0
+from stages.models import efficientnet_lite0, fold_batch_norms
 from stages.params import Paths, load_params
 
 SPLITS = ("train", "val", "test")
@@ -39,11 +39,11 @@ def backbone_features(
     """Pooled ImageNet features [N, 1280] of uint8 [N, S, S, 3] photos (no fine-tuning).
 
     `size` resizes the photos first: features at 160 px cost half of 224 px and judge
-    a photo's class nearly as well.
+    a photo's class nearly as well. Batch norms are folded into the convolutions.
     """
     torch.set_num_threads(threads)
     model = efficientnet_lite0(num_classes=2, pretrained=True).eval()
-    net = model.net
+    net = fold_batch_norms(model.net)
     chunks = []
     for start in tqdm(range(0, len(images), batch_size), desc="review: features", unit="batch"):
         batch = torch.from_numpy(np.asarray(images[start : start + batch_size]))

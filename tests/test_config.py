@@ -11,8 +11,15 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from serving.imaging import load, to_batch
 from stages.lightning_module import build_model
-from stages.models import efficientnet_lite0, pretrained_lite0_state_dict, rename_lite0_key
+from stages.models import (
+    efficientnet_lite0,
+    fold_batch_norms,
+    pretrained_lite0_state_dict,
+    rename_lite0_key,
+)
+from tests.helpers.photos import LABELS, sample_photos
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml"))
@@ -66,6 +73,23 @@ def test_pretrained_weights_load_strictly_and_recognise_photos() -> None:
     model = efficientnet_lite0(num_classes=2, pretrained=True, frozen_blocks=4)
     frozen = [p.requires_grad for p in model.net.blocks[3].parameters()]
     assert not any(frozen) and all(p.requires_grad for p in model.net.blocks[4].parameters())
+
+
+@pytest.mark.parametrize("model_name", MODELS)
+def test_folded_batch_norms_predict_what_the_network_predicted(model_name: str) -> None:
+    """Folding (evaluate, review_labels) changes the speed, not the probabilities."""
+    cfg = composed([f"model={model_name}"])
+    net = build_model(cfg["model"], num_classes=2).eval()
+    photos = [load(p.read_bytes(), 96) for label in LABELS for p in sample_photos(label, 4)]
+    batch = torch.from_numpy(to_batch(photos))
+    with torch.inference_mode():
+        before = net(batch).softmax(1)
+        folded = fold_batch_norms(net)
+        after = folded(batch).softmax(1)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert torch.allclose(before, after, atol=1e-5)
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batch_norms(build_model(cfg["model"], num_classes=2).train())
 
 
 def test_key_renaming_follows_timm_stages() -> None:
