@@ -53,7 +53,12 @@ def augmentation(
 
 
 class PreparedData(L.LightningDataModule):
-    """Train (augmented, shuffled) and validation loaders over the prepared arrays."""
+    """Train (augmented, shuffled) and validation loaders over the prepared arrays.
+
+    `train_size` is the training crop: one size, or one per epoch (progressive
+    resizing, the last repeating): small cheap crops first, the served size last, so
+    that the final weights and batch-norm statistics see photos at the served scale.
+    """
 
     def __init__(
         self,
@@ -61,7 +66,7 @@ class PreparedData(L.LightningDataModule):
         batch_size: int,
         num_workers: int,
         augment: dict,
-        train_size: int | None = None,
+        train_size: int | list[int] | None = None,
     ):
         super().__init__()
         self.prepared_dir = Path(prepared_dir)
@@ -71,8 +76,19 @@ class PreparedData(L.LightningDataModule):
         meta = json.loads(meta_file.read_text())
         self.classes: list[str] = meta["classes"]
         self.image_size: int = meta["image_size"]
-        self.train_size = int(train_size or self.image_size)
+        sizes = train_size if isinstance(train_size, list | tuple) else [train_size]
+        if not sizes or any(size is not None and int(size) < 1 for size in sizes):
+            raise SystemExit(f"data.train_size must be a size or a list of sizes, not {train_size}")
+        self.train_sizes = [int(size or self.image_size) for size in sizes]
         self.batch_size, self.num_workers, self.augment = batch_size, num_workers, augment
+
+    @property
+    def progressive(self) -> bool:
+        """Whether the crop size changes between epochs (the trainer then reloads loaders)."""
+        return len(set(self.train_sizes)) > 1
+
+    def train_size(self, epoch: int) -> int:
+        return self.train_sizes[min(epoch, len(self.train_sizes) - 1)]
 
     def _loader(self, split: str, transform: nn.Module | None, shuffle: bool) -> DataLoader:
         return DataLoader(
@@ -84,7 +100,9 @@ class PreparedData(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", augmentation(self.train_size, **self.augment), shuffle=True)
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        size = self.train_size(epoch)
+        return self._loader("train", augmentation(size, **self.augment), shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", None, shuffle=False)
