@@ -19,8 +19,10 @@ from stages.export import Served, export_onnx, prove_agreement, quantized_or_ref
 from stages.lightning_module import load_classifier
 from stages.models import small_cnn
 from stages.params import Paths
+from stages.quantize import quantize_int8, session
 from tests.conftest import EXPERIMENT_NAME
 from tests.helpers.commands import run
+from tests.helpers.photos import LABELS, sample_photos
 
 DECLARED_FILES = [
     "data/prepared/manifest.csv",
@@ -228,3 +230,25 @@ def test_export_refuses_an_int8_graph_that_loses_too_much(tmp_path: Path) -> Non
         cfg, fp32_path, paths, 0, 0.5, labels, images
     )
     assert int8_path.is_file() and probs.shape == (8, 2) and 0 <= accuracy <= 1 and ms > 0
+
+
+def test_a_tta_graph_averages_photo_and_mirror_also_in_int8(tmp_path: Path) -> None:
+    """export.tta: one graph for photos and mirrors, whose int8 probabilities still sum to 1."""
+    torch.manual_seed(0)
+    model = Served(small_cnn(2, channels=(8, 16), convs_per_stage=(1, 1)), tta=True).eval()
+    photos = [load(p.read_bytes(), 32) for label in LABELS for p in sample_photos(label, 8)]
+    batch = to_batch(photos)
+    fp32_path, int8_path = tmp_path / "model.fp32.onnx", tmp_path / "model.int8.onnx"
+    export_onnx(model, 32, fp32_path, opset=18)
+    with torch.inference_mode():
+        pixels = torch.from_numpy(batch)
+        expected = (model.net(pixels).softmax(1) + model.net(pixels.flip(3)).softmax(1)) / 2
+    fp32 = session(fp32_path).run(None, {"image": batch})[0]
+    mirrored = session(fp32_path).run(None, {"image": batch[..., ::-1].copy()})[0]
+    assert np.allclose(fp32, expected.numpy(), atol=1e-5)
+    assert np.allclose(fp32, mirrored, atol=1e-5)  # a photo and its mirror get one answer
+    keep = ["softmax", "first_conv", "classifier"]
+    quantize_int8(fp32_path, int8_path, np.stack(photos), "minmax", keep)
+    int8 = session(int8_path).run(None, {"image": batch})[0]
+    assert np.allclose(int8.sum(1), 1.0, atol=1e-5)
+    assert np.abs(int8 - fp32).max() < 0.1
