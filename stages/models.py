@@ -97,8 +97,8 @@ _FOLDABLE_NORMS = (nn.BatchNorm2d, timm.layers.BatchNormAct2d)
 def fold_batch_norms(net: nn.Module) -> nn.Module:
     """Fold every batch norm into the convolution before it, in place, for inference.
 
-    Inference then skips a pass over each feature map: about a third of EfficientNet's
-    time on a CPU. A convolution followed by a batch norm among a module's children (in
+    Inference then skips a pass over each feature map: EfficientNet-Lite0 on two CPU cores
+    went from 15.7-16.0 to 12.2-12.7 ms a photo at 224 px. A convolution followed by a batch norm among a module's children (in
     definition order, as in timm's EfficientNet blocks) is one pair; timm's BatchNormAct2d
     keeps its activation. Only for a network in eval mode: the statistics are frozen in.
     """
