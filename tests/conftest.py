@@ -28,6 +28,7 @@ SMALL_OVERRIDES = [
     "prepare.split.val=0.2",
     "prepare.split.test=0.2",
     "data.batch_size=32",
+    "data.train_size=128",  # the prepared size: the sample is too small to learn from smaller crops
     "trainer.max_epochs=3",
     "trainer.precision=32-true",  # this CPU has no native bf16: emulated bf16 is >10x slower
     "evaluate.gallery_size=8",
