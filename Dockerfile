@@ -32,6 +32,7 @@ RUN groupadd --system --gid 10001 app \
 WORKDIR /app
 COPY --from=build /opt/venv /opt/venv
 # Code and bundle stay owned by root: the service user can read them, not change them.
+COPY contracts/ contracts/
 COPY serving/ serving/
 # The [t] wildcard lets the build go on when the bundle is missing, so that the next step
 # stops it with a message saying how to get one, not a bare "not found".
@@ -43,7 +44,7 @@ RUN if [ ! -s models/export/model.onnx ] || [ ! -s models/export/model.json ]; t
       echo "Publish it for other clones and CI with scripts/publish (docs/deployment.md)." >&2; \
       exit 1; \
     fi \
-    && python -m compileall -q serving
+    && python -m compileall -q contracts serving
 USER 10001:10001
 EXPOSE 8000
 # The slim base has no curl; the live endpoint says only that the process answers.

@@ -15,12 +15,12 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from contracts import drift
 from monitoring import traffic
 from monitoring.history import append_history, plot_history
 from monitoring.report import build_report, thresholds
 from monitoring.source import read_window
 from monitoring.timewindow import parse_moment
-from serving import drift
 from serving.store import StoreConfig
 
 REPORT_NAME = "monitor.json"

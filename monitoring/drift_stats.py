@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from serving.drift import psi
+from contracts.drift import psi
 
 
 def noise_level(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from serving import drift
+from contracts import drift
 
 
 def summary_line(report: dict) -> dict:

@@ -1,6 +1,6 @@
 """The report's figures: performance on labelled predictions, traffic, drift and alerts.
 
-Drift uses serving.drift, the same code the service's gauge uses, so the two agree on
+Drift uses contracts.drift, the same code the service's gauge uses, so the two agree on
 the same window.
 """
 
@@ -10,9 +10,9 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from monitoring.classification import classification_metrics
+from contracts import drift
+from contracts.classification import classification_metrics
 from monitoring.drift_stats import noise_level
-from serving import drift
 
 
 def latency_summary(latencies: Iterable[float | None]) -> dict[str, float | None]:

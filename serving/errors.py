@@ -16,12 +16,12 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from serving.imaging import ImageError
+from contracts.imaging import ImageError
 from serving.refusals import Refused
 
 # Reasons a request's own content causes (counted in `rejected_inputs_total`).
 INPUT_STATUS: dict[str, int] = {
-    # the image contract (serving/imaging.py)
+    # the image contract (contracts/imaging.py)
     "empty": 400,
     "not_an_image": 400,
     "corrupt": 400,

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from serving.imaging import ALLOWED_FORMATS
+from contracts.imaging import ALLOWED_FORMATS
 from serving.store.config import StoreConfig
 
 

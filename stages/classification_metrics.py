@@ -1,5 +1,5 @@
 """Test-split metrics for evaluate (PyTorch) and export (ONNX): the live report's label
-metrics (monitoring/classification.py, the one implementation of precision, recall and
+metrics (contracts/classification.py, the one implementation of precision, recall and
 F1) plus the two that need probabilities, ROC AUC and log loss."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn import metrics as skm
 
-from monitoring.classification import classification_metrics as label_metrics
+from contracts.classification import classification_metrics as label_metrics
 
 
 def classification_metrics(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:

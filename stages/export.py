@@ -24,9 +24,9 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from serving import drift
-from serving.bundle import BundleManifest, InputSpec, OutputSpec
-from serving.imaging import to_batch
+from contracts import drift
+from contracts.bundle import BundleManifest, InputSpec, OutputSpec
+from contracts.imaging import to_batch
 from stages.allocator import reuse_freed_memory
 from stages.classification_metrics import classification_metrics
 from stages.lightning_module import load_classifier
@@ -228,7 +228,7 @@ def main() -> None:
                 shape=["N", 3, size, size],
                 size=size,
                 preprocessing=(
-                    "serving.imaging.load: decode to upright RGB, resize the shorter side to "
+                    "contracts.imaging.load: decode to upright RGB, resize the shorter side to "
                     "size (bilinear, antialiased), centre-crop size x size"
                 ),
             ),

@@ -1,6 +1,6 @@
 """Stage 1: raw photographs -> validated, deduplicated, split arrays.
 
-Every photo goes through the image contract (serving.imaging) once, here, so training
+Every photo goes through the image contract (contracts.imaging) once, here, so training
 reads ready-made pixels instead of decoding JPEGs every epoch. A bad file is counted
 with its reason and skipped; it never stops the stage.
 """
@@ -22,7 +22,7 @@ import yaml
 from PIL import Image
 from tqdm import tqdm
 
-from serving.imaging import ImageError, Limits, load
+from contracts.imaging import ImageError, Limits, load
 from stages.params import Paths, load_params
 
 SPLITS = ("train", "val", "test")

@@ -1,7 +1,7 @@
 """Static int8 quantization of the exported ONNX graph (ONNX Runtime, QDQ, per-channel).
 
 Calibration runs photos from the training split through the same preprocessing as the
-service (`serving.imaging.to_batch`). Which nodes stay in float and which calibration
+service (`contracts.imaging.to_batch`). Which nodes stay in float and which calibration
 method to use are parameters (`export.int8`), chosen by measurement (README).
 """
 
@@ -24,7 +24,7 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from tqdm import tqdm
 
-from serving.imaging import to_batch
+from contracts.imaging import to_batch
 
 # Symbolic names for the nodes that `export.int8.keep_float` may keep in float.
 KEEP_FLOAT_CHOICES = ("normalization", "first_conv", "classifier", "softmax")

@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from serving.imaging import load, to_batch
+from contracts.imaging import load, to_batch
 from stages.lightning_module import build_model
 from stages.models import (
     efficientnet_lite0,

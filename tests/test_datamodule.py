@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from serving.imaging import load
+from contracts.imaging import load
 from stages.datamodule import PreparedData
 from tests.helpers.photos import LABELS, sample_photos
 

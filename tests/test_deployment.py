@@ -445,7 +445,7 @@ def smoke_photo(bundle_dir: Path, fullres_photos: list[tuple[Path, str]]) -> tup
     The smoke test checks the deployment, not the model's accuracy: a briefly trained test
     bundle may miss some photos, so pick one it gets right, judged without the server.
     """
-    from serving import imaging
+    from contracts import imaging
     from serving.inference.onnx_model import Model
 
     model = Model(bundle_dir, threads=1)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serving.imaging import (
+from contracts.imaging import (
     ImageError,
     Limits,
     decode,

@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from contracts import drift
+from contracts.classification import classification_metrics
 from monitoring import cli, traffic
-from monitoring.classification import classification_metrics
 from monitoring.drift_stats import noise_level
 from monitoring.timewindow import parse_moment, parse_time
-from serving import drift
 from serving.store import LabelConflict, PredictionRecord, Store, StoreConfig, UnknownPrediction
 from tests.helpers.photos import FULLRES_DIR, SAMPLE_DIR
 from tests.helpers.postgres import new_database, running_postgres
@@ -137,7 +137,7 @@ def test_noise_level_is_what_pure_sampling_noise_rarely_exceeds() -> None:
 
 
 def test_min_samples_defaults_to_100_and_the_environment_overrides_it() -> None:
-    code = "from serving import drift; print(drift.MIN_SAMPLES)"
+    code = "from contracts import drift; print(drift.MIN_SAMPLES)"
     for value, expected in [("", "100"), ("30", "30")]:
         env = {**os.environ, "DRIFT_MIN_SAMPLES": value}
         done = subprocess.run(

@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from serving.imaging import load, to_batch
+from contracts.imaging import load, to_batch
 from stages.export import Served, export_onnx, prove_agreement, quantized_or_refused
 from stages.lightning_module import load_classifier
 from stages.models import small_cnn

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from serving.imaging import to_batch
+from contracts.imaging import to_batch
 from serving.refusals import Refused
 
 log = logging.getLogger("serving.batching")

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import numpy as np
 from PIL import Image
 
-from serving import imaging
+from contracts import imaging
 from serving.refusals import Refused
 
 T = TypeVar("T")

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from serving import imaging
+from contracts import imaging
 from serving.inference.batching import MicroBatcher
 from serving.inference.decoding import DecodePool
 from serving.inference.onnx_model import Model

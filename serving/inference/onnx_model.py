@@ -1,6 +1,6 @@
 """The model bundle: `model.json` plus `model.onnx`, run with ONNX Runtime only.
 
-The service trusts nothing but the bundle's manifest (serving/bundle.py, the contract):
+The service trusts nothing but the bundle's manifest (contracts/bundle.py, the contract):
 classes, input size and version come from `model.json`, and the ONNX file must hash to
 the manifest's `sha256`.
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from serving.bundle import BundleError, BundleManifest
+from contracts.bundle import BundleError, BundleManifest
 
 __all__ = ["BundleError", "Model"]
 

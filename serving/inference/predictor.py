@@ -15,7 +15,7 @@ from typing import Protocol, TypeVar
 
 import numpy as np
 
-from serving.imaging import ImageError
+from contracts.imaging import ImageError
 from serving.inference.decoding import DecodedPhoto, decode_photo
 from serving.inference.engine import Engine
 from serving.inference.prediction import Call, Prediction

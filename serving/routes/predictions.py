@@ -6,10 +6,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Request, UploadFile
 
+from contracts.imaging import ImageError
 from serving import schemas
 from serving.dependencies import CurrentCall, MetricsDep, ReadyPredictor
 from serving.errors import status_of
-from serving.imaging import ImageError
 from serving.inference.prediction import Prediction
 from serving.routes.json_route import JSONRoute
 from serving.routes.uploads import (

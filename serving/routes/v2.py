@@ -13,9 +13,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
 
+from contracts.imaging import ImageError
 from serving import schemas
 from serving.dependencies import CurrentCall, EngineDep, ReadyPredictor
-from serving.imaging import ImageError
 from serving.inference.onnx_model import Model
 from serving.inference.prediction import Call
 from serving.inference.predictor import Predictor

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from prometheus_client import Gauge
 
-from serving import drift
+from contracts import drift
 from serving.store.store import Store
 
 log = logging.getLogger("serving.store")

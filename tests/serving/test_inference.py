@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serving import imaging
+from contracts import imaging
 from serving.inference.batching import MicroBatcher
 from serving.inference.onnx_model import Model
 from serving.settings import Settings

@@ -245,7 +245,7 @@ def test_a_loop_that_keeps_dying_fails_liveness(fresh_app_client) -> None:
 
 
 def test_image_contract_budget_counts_mode_and_depth() -> None:
-    from serving.imaging import decoding_cost
+    from contracts.imaging import decoding_cost
 
     side = (1000, 1000)
     assert decoding_cost(side, "L") < decoding_cost(side, "I;16") < decoding_cost(side, "RGBA")

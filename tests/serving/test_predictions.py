@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from serving import imaging
+from contracts import imaging
 from serving.inference.onnx_model import Model
 from tests.serving.support import FULLRES, PHOTOS, encode, true_label, upload
 
@@ -96,7 +96,7 @@ def test_batch_limit(fresh_app_client) -> None:
 
 
 def test_served_pixels_are_the_evaluation_pixels(client: TestClient, bundle_dir: Path) -> None:
-    """The service prepares photos exactly as evaluation does (serving.imaging.load)."""
+    """The service prepares photos exactly as evaluation does (contracts.imaging.load)."""
     model = Model(bundle_dir, threads=2)
     photos = PHOTOS[:10]
     expected = model.predict(

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serving import drift
+from contracts import drift
 from serving.store import Store, StoreConfig
 from tests.serving.support import PHOTOS, upload
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from serving import imaging
+from contracts import imaging
 from tests.serving.support import PHOTOS, upload
 
 
