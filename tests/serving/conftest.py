@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from serving.app import create_app
-from tests.serving.support import PHOTOS, settings_for, true_label, upload
+from tests.helpers.service import PHOTOS, settings_for, true_label, upload
 
 
 @pytest.fixture(scope="module")

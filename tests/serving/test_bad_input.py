@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from tests.serving.support import PHOTOS, encode, png_with_size, upload
+from tests.helpers.service import PHOTOS, encode, png_with_size, upload
 
 
 def bad_requests() -> dict[str, tuple[dict, int, str]]:

@@ -18,7 +18,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 from tests.helpers.servers import Server
-from tests.serving.support import start_server
+from tests.helpers.service import start_server
 
 pytestmark = pytest.mark.slow
 

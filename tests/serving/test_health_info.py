@@ -9,7 +9,7 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from tests.serving.support import PHOTOS, ROOT, upload
+from tests.helpers.service import PHOTOS, ROOT, upload
 
 METRIC_NAMES = [
     "http_requests_total",

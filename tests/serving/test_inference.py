@@ -14,7 +14,7 @@ from contracts import imaging
 from serving.inference.batching import MicroBatcher
 from serving.inference.onnx_model import Model
 from serving.settings import Settings
-from tests.serving.support import PHOTOS, ROOT
+from tests.helpers.service import PHOTOS, ROOT
 
 
 def test_micro_batcher_groups_concurrent_requests_without_changing_results(

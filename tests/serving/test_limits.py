@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from serving.routes.uploads import printable_filename
-from tests.serving.support import PHOTOS, encode, model_name, upload
+from tests.helpers.service import PHOTOS, encode, model_name, upload
 
 BOMB_SIDE = 6320  # just under the 40 M pixel limit
 

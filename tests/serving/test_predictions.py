@@ -13,7 +13,7 @@ from PIL import Image
 
 from contracts import imaging
 from serving.inference.onnx_model import Model
-from tests.serving.support import FULLRES, PHOTOS, encode, true_label, upload
+from tests.helpers.service import FULLRES, PHOTOS, encode, true_label, upload
 
 
 def test_photos_exist() -> None:

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.helpers.servers import Server
-from tests.serving.support import PHOTOS, read_http_response, start_server
+from tests.helpers.service import PHOTOS, read_http_response, start_server
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from contracts import drift
 from serving.store import Store, StoreConfig
-from tests.serving.support import PHOTOS, upload
+from tests.helpers.service import PHOTOS, upload
 
 
 def _reader(tmp_path: Path) -> Store:

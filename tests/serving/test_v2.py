@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from contracts import imaging
-from tests.serving.support import PHOTOS, upload
+from tests.helpers.service import PHOTOS, upload
 
 
 def test_v2_metadata_and_health(client: TestClient, bundle_dir: Path) -> None:

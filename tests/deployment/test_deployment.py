@@ -32,7 +32,7 @@ import yaml
 
 from tests.helpers.servers import Server, free_port, running, start_server
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SERVING_REQUIREMENTS = ROOT / "serving" / "requirements.txt"
 SMOKE_TEST = ROOT / "scripts" / "smoke_test.py"
 K8S = ROOT / "deployment" / "kubernetes"

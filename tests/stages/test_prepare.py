@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from stages.prepare import prepare, split_of
+from tests.helpers.images import broken, encode, variants
 from tests.helpers.photos import sample_photos
-from tests.images import broken, encode, variants
 
 RATIOS = {"train": 0.6, "val": 0.2, "test": 0.2}
 

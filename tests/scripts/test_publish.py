@@ -20,7 +20,7 @@ from tests.helpers.commands import run, venv_env
 from tests.helpers.photos import LABELS, sample_photos
 from tests.helpers.servers import free_port, running, start_server
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",

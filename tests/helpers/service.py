@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import socket
 import struct
@@ -16,8 +15,23 @@ from PIL import Image
 
 from serving.settings import Settings
 from serving.store import StoreConfig
-from tests.helpers.photos import FULLRES_DIR
+from tests.helpers.images import encode
+from tests.helpers.photos import FULLRES_DIR, true_label
 from tests.helpers.servers import Server, start_service
+
+__all__ = [
+    "FULLRES",
+    "PHOTOS",
+    "ROOT",
+    "encode",
+    "model_name",
+    "png_with_size",
+    "read_http_response",
+    "settings_for",
+    "start_server",
+    "true_label",
+    "upload",
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 FULLRES = FULLRES_DIR  # committed full-size photos, labels in their names (cat.N.jpg)
@@ -55,10 +69,6 @@ def read_http_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]
     return int(lines[0].split()[1]), headers, body
 
 
-def true_label(path: Path) -> str:
-    return path.name.split(".")[0]
-
-
 def settings_for(bundle_dir: Path, logs: Path, **overrides: object) -> Settings:
     """Hermetic settings (not from the environment) with the store in a temporary folder."""
     base = Settings(
@@ -72,12 +82,6 @@ def settings_for(bundle_dir: Path, logs: Path, **overrides: object) -> Settings:
 
 def upload(client: TestClient, data: bytes, name: str = "photo.jpg", ctype: str = "image/jpeg"):
     return client.post("/predict", files={"file": (name, data, ctype)})
-
-
-def encode(img: Image.Image, fmt: str, **params: object) -> bytes:
-    buffer = io.BytesIO()
-    img.save(buffer, format=fmt, **params)
-    return buffer.getvalue()
 
 
 def png_with_size(width: int, height: int, mode: str = "L") -> bytes:

@@ -18,8 +18,8 @@ from contracts.imaging import (
     to_batch,
     to_rgb,
 )
+from tests.helpers.images import broken, encode, variants
 from tests.helpers.photos import sample_photos
-from tests.images import broken, encode, variants
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,116 @@
+"""Export's proofs: a graph that disagrees with PyTorch, or an int8 graph that loses too much, is refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from contracts.imaging import load, to_batch
+from stages.export import Served, export_onnx, prove_agreement, quantized_or_refused
+from stages.models import small_cnn
+from stages.params import Paths
+from stages.quantize import quantize_int8, session
+from tests.helpers.photos import LABELS, sample_photos
+
+DECLARED_FILES = [
+    "data/prepared/manifest.csv",
+    "data/prepared/train_images.npy",
+    "models/checkpoints/best.ckpt",
+    "models/checkpoints/mlflow_run.json",
+    "metrics/prepare.json",
+    "metrics/train.json",
+    "metrics/evaluate.json",
+    "metrics/export.json",
+    "metrics/review_labels.json",
+    "plots/review/disputed_labels.csv",
+    "plots/review/disputed_labels.png",
+    "plots/train/history.csv",
+    "plots/evaluate/confusion.csv",
+    "plots/evaluate/roc.csv",
+    "plots/evaluate/pr.csv",
+    "plots/evaluate/figures/misclassified.png",
+    "plots/evaluate/figures/confusion_matrix.png",
+    "models/export/model.onnx",
+    "models/export/model.json",
+    "dvc.lock",
+]
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def test_export_refuses_a_graph_that_disagrees_with_pytorch(tmp_path: Path) -> None:
+    model = Served(small_cnn(2, channels=(8,), convs_per_stage=(1,)), tta=False).eval()
+    export_onnx(model, 32, tmp_path / "m.onnx", opset=18)
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"))
+    images = np.random.default_rng(0).integers(0, 255, (4, 32, 32, 3), dtype=np.uint8)
+    assert prove_agreement(model, session, images, tolerance=1e-4) < 1e-4
+    with torch.no_grad():
+        model.net.net[-1].bias[0] += 5.0  # PyTorch now favours "cat"; the ONNX file does not
+    with pytest.raises(SystemExit, match="disagree"):
+        prove_agreement(model, session, images, tolerance=1e-4)
+
+
+def test_export_refuses_an_int8_graph_that_loses_too_much(tmp_path: Path) -> None:
+    from omegaconf import OmegaConf
+
+    model = Served(small_cnn(2, channels=(8, 16), convs_per_stage=(1, 1)), tta=False).eval()
+    fp32_path = tmp_path / "export" / "model.fp32.onnx"
+    fp32_path.parent.mkdir()
+    export_onnx(model, 32, fp32_path, opset=18)
+    rng = np.random.default_rng(0)
+    (tmp_path / "prepared").mkdir()
+    np.save(
+        tmp_path / "prepared" / "train_images.npy",
+        rng.integers(0, 255, (16, 32, 32, 3), dtype=np.uint8),
+    )
+    images = rng.integers(0, 255, (8, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 2, 8)
+    paths = Paths(*(tmp_path / name for name in ("raw", "prepared", "ckpt", "export", "m", "p")))
+    cfg = OmegaConf.create(
+        {
+            "int8": {
+                "calibration": "minmax",
+                "calibration_photos": 16,
+                "keep_float": ["softmax"],
+                "max_accuracy_drop": 0.003,
+            }
+        }
+    )
+    # A float accuracy that no graph can keep: the int8 graph must be refused, loudly.
+    with pytest.raises(SystemExit, match="points below float32"):
+        quantized_or_refused(cfg, fp32_path, paths, 0, 1.5, labels, images)
+    assert not list((tmp_path / "export").glob("*int8*"))
+    cfg.int8.max_accuracy_drop = 1.0  # the same graph passes a looser limit
+    int8_path, probs, accuracy, ms = quantized_or_refused(
+        cfg, fp32_path, paths, 0, 0.5, labels, images
+    )
+    assert int8_path.is_file() and probs.shape == (8, 2) and 0 <= accuracy <= 1 and ms > 0
+
+
+def test_a_tta_graph_averages_photo_and_mirror_also_in_int8(tmp_path: Path) -> None:
+    """export.tta: one graph for photos and mirrors, whose int8 probabilities still sum to 1."""
+    torch.manual_seed(0)
+    model = Served(small_cnn(2, channels=(8, 16), convs_per_stage=(1, 1)), tta=True).eval()
+    photos = [load(p.read_bytes(), 32) for label in LABELS for p in sample_photos(label, 8)]
+    batch = to_batch(photos)
+    fp32_path, int8_path = tmp_path / "model.fp32.onnx", tmp_path / "model.int8.onnx"
+    export_onnx(model, 32, fp32_path, opset=18)
+    with torch.inference_mode():
+        pixels = torch.from_numpy(batch)
+        expected = (model.net(pixels).softmax(1) + model.net(pixels.flip(3)).softmax(1)) / 2
+    fp32 = session(fp32_path).run(None, {"image": batch})[0]
+    mirrored = session(fp32_path).run(None, {"image": batch[..., ::-1].copy()})[0]
+    assert np.allclose(fp32, expected.numpy(), atol=1e-5)
+    assert np.allclose(fp32, mirrored, atol=1e-5)  # a photo and its mirror get one answer
+    keep = ["softmax", "first_conv", "classifier"]
+    quantize_int8(fp32_path, int8_path, np.stack(photos), "minmax", keep)
+    int8 = session(int8_path).run(None, {"image": batch})[0]
+    assert np.allclose(int8.sum(1), 1.0, atol=1e-5)
+    assert np.abs(int8 - fp32).max() < 0.1
