@@ -125,7 +125,7 @@ def test_dockerfile_recipe(dockerfile: list[Stage]) -> None:
     assert installs and all("-r /tmp/requirements.txt" in r for r in installs), installs
     # The runtime copies the venv, the code and the bundle, and runs as a numeric non-root user.
     sources = sorted(s for srcs, _, frm in runtime.copies if frm is None for s in srcs)
-    assert sources == ["models/export/", "serving/"]
+    assert sources == ["contracts/", "models/export/", "serving/"]
     # .dockerignore lets in exactly what the image copies (data, DVC store, caches stay out).
     ignore = [
         line.strip()
