@@ -59,6 +59,38 @@ class Reference(_Strict):
     brightness_histogram: Histogram
 
 
+class Environment(_Strict):
+    """Where a stage ran: what can move its numbers across machines (docs/reproducibility.md).
+
+    Kernels differ by instruction set, so float32 results differ in the last digits between
+    CPUs; `compare` names the fields that differ when a fresh run's metrics move.
+    """
+
+    python: str
+    torch: str
+    onnxruntime: str
+    numpy: str
+    requirements_sha256: str
+    cpu_model: str
+    cpu_flags: list[str]  # the instruction sets that change kernels (AVX2, AVX-512 ...)
+    torch_cpu_capability: str  # the kernel family torch dispatched to on this CPU
+    threads: int
+    precision: str  # training precision (trainer.precision)
+
+    def differences(self, other: Environment) -> list[str]:
+        """Names of the fields whose values differ, in declaration order."""
+        return [
+            name for name in type(self).model_fields if getattr(self, name) != getattr(other, name)
+        ]
+
+
+class Environments(_Strict):
+    """The training and export environments of a bundle."""
+
+    train: Environment | None = None
+    export: Environment | None = None
+
+
 class BundleManifest(_Strict):
     """`model.json`: what the service needs to load, verify, describe and monitor a model."""
 
@@ -81,6 +113,7 @@ class BundleManifest(_Strict):
     mlflow_run_id: str = ""
     created_at: str
     reference: Reference
+    environment: Environments = Field(default_factory=Environments)
 
     @property
     def size(self) -> int:

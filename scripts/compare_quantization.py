@@ -33,14 +33,14 @@ def main() -> None:
     labels = np.load(paths.prepared / "test_labels.npy")
     train = np.load(paths.prepared / "train_images.npy", mmap_mode="r")
     photos = calibration_photos(train, args.photos, int(params.seed))
-    probs, ms = timed_predict(args.fp32, images, "float32")
+    probs, ms = timed_predict(args.fp32, images, "float32", 32, 128)
     rows = [("float32", "-", float((probs.argmax(1) == labels).mean()), ms)]
     with tempfile.TemporaryDirectory() as scratch:
         for method in args.methods:
             for keep in args.keep_float:
                 int8 = Path(scratch) / f"{method}-{keep}.onnx"
                 quantize_int8(args.fp32, int8, photos, method, [k for k in keep.split(",") if k])
-                probs, ms = timed_predict(int8, images, "int8")
+                probs, ms = timed_predict(int8, images, "int8", 32, 128)
                 rows.append((method, keep, float((probs.argmax(1) == labels).mean()), ms))
     print("| calibration | kept in float | test accuracy | ms/photo (1 thread) |")
     print("| --- | --- | --- | --- |")

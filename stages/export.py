@@ -13,6 +13,7 @@ import hashlib
 import json
 import subprocess
 import warnings
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,16 +26,15 @@ from omegaconf import DictConfig
 from torch import nn
 
 from contracts import drift
-from contracts.bundle import BundleManifest, InputSpec, OutputSpec
+from contracts.bundle import BundleManifest, Environment, Environments, InputSpec, OutputSpec
 from contracts.imaging import to_batch
 from stages.allocator import reuse_freed_memory
 from stages.classification_metrics import classification_metrics
-from stages.lightning_module import load_classifier
+from stages.fingerprint import environment_fingerprint
+from stages.lightning_module import Classifier, load_classifier
 from stages.params import Paths, load_params
 from stages.quantize import calibration_photos, quantize_int8, session, timed_predict
 from stages.tracking import resume_run
-
-HISTOGRAM_BINS = 10
 
 
 class Served(nn.Module):
@@ -99,13 +99,15 @@ def prove_agreement(
     return worst
 
 
-def histogram(values: np.ndarray, low: float, high: float) -> dict[str, list]:
+def histogram(values: np.ndarray, low: float, high: float, bins: int) -> dict[str, list]:
     """A reference histogram, binned by the same code that bins live traffic for drift."""
-    edges = [round(float(e), 6) for e in np.linspace(low, high, HISTOGRAM_BINS + 1)]
+    edges = [round(float(e), 6) for e in np.linspace(low, high, bins + 1)]
     return {"edges": edges, "counts": drift.histogram(values, edges).tolist()}
 
 
-def reference_statistics(probs: np.ndarray, images: np.ndarray, classes: list[str]) -> dict:
+def reference_statistics(
+    probs: np.ndarray, images: np.ndarray, classes: list[str], bins: int = 10
+) -> dict:
     """What normal traffic looks like, for drift monitoring of the deployed model."""
     predicted = probs.argmax(1)
     brightness = np.array([np.asarray(img, dtype=np.float32).mean() / 255.0 for img in images])
@@ -114,8 +116,8 @@ def reference_statistics(probs: np.ndarray, images: np.ndarray, classes: list[st
         "class_shares": {
             c: round(float((predicted == i).mean()), 6) for i, c in enumerate(classes)
         },
-        "confidence_histogram": histogram(probs.max(1), 1.0 / len(classes), 1.0),
-        "brightness_histogram": histogram(brightness, 0.0, 1.0),
+        "confidence_histogram": histogram(probs.max(1), 1.0 / len(classes), 1.0, bins),
+        "brightness_histogram": histogram(brightness, 0.0, 1.0, bins),
     }
 
 
@@ -128,83 +130,192 @@ def git_revision() -> str:
         return "unknown"
 
 
+@dataclass(frozen=True)
+class TestSplit:
+    """The prepared test photos (uint8, as the service decodes them) and their labels."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    @classmethod
+    def load(cls, paths: Paths) -> TestSplit:
+        return cls(
+            images=np.load(paths.prepared / "test_images.npy", mmap_mode="r"),
+            labels=np.load(paths.prepared / "test_labels.npy"),
+        )
+
+    def accuracy(self, probs: np.ndarray) -> float:
+        return float((probs.argmax(1) == self.labels).mean())
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One graph scored on the test split: probabilities, accuracy, ms a photo on one thread."""
+
+    probs: np.ndarray
+    accuracy: float
+    ms_per_photo: float
+
+
+@dataclass
+class BuiltBundle:
+    """What export made and proved: the served graph and the figures model.json records."""
+
+    classifier: Classifier
+    onnx_path: Path
+    precision: str
+    served: Scored
+    test: TestSplit
+    worst_difference: float
+    accuracy: dict[str, float] = field(default_factory=dict)
+    ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.classifier.hparams.classes)
+
+    @property
+    def size(self) -> int:
+        return int(self.classifier.hparams.image_size)
+
+
+def score(path: Path, test: TestSplit, label: str, timing: DictConfig) -> Scored:
+    probs, ms = timed_predict(path, test.images, label, int(timing.batch_size), int(timing.photos))
+    return Scored(probs, test.accuracy(probs), ms)
+
+
 def quantized_or_refused(
-    cfg: DictConfig,
-    fp32_path: Path,
-    paths: Paths,
-    seed: int,
-    fp32_accuracy: float,
-    labels: np.ndarray,
-    images: np.ndarray,
-) -> tuple[Path, np.ndarray, float, float]:
-    """The int8 graph, its test probabilities, accuracy and ms/photo; exits if it loses too much."""
+    cfg: DictConfig, fp32_path: Path, fp32: Scored, test: TestSplit, calibration: np.ndarray
+) -> tuple[Path, Scored]:
+    """The int8 graph and its scores; exits if it loses more accuracy than the config allows."""
+    int8 = cfg.int8
     int8_path = fp32_path.with_name("model.int8.onnx.unproven")
-    train_images = np.load(paths.prepared / "train_images.npy", mmap_mode="r")
-    photos = calibration_photos(train_images, int(cfg.int8.calibration_photos), seed)
     quantize_int8(
-        fp32_path, int8_path, photos, str(cfg.int8.calibration), list(cfg.int8.keep_float)
+        fp32_path,
+        int8_path,
+        calibration,
+        str(int8.calibration),
+        list(int8.keep_float),
+        int(int8.calibration_batch_size),
     )
-    probs, ms = timed_predict(int8_path, images, "int8")
-    accuracy = float((probs.argmax(1) == labels).mean())
-    drop = fp32_accuracy - accuracy
-    if drop > float(cfg.int8.max_accuracy_drop):
+    scored = score(int8_path, test, "int8", cfg.timing)
+    drop = fp32.accuracy - scored.accuracy
+    if drop > float(int8.max_accuracy_drop):
         int8_path.unlink()
         raise SystemExit(
-            f"export: the int8 graph scores {accuracy:.4f} on the test split, {100 * drop:.2f} "
-            f"points below float32 ({fp32_accuracy:.4f}); the limit is "
-            f"{100 * float(cfg.int8.max_accuracy_drop):.2f} (export.int8.max_accuracy_drop). "
+            f"export: the int8 graph scores {scored.accuracy:.4f} on the test split, "
+            f"{100 * drop:.2f} points below float32 ({fp32.accuracy:.4f}); the limit is "
+            f"{100 * float(int8.max_accuracy_drop):.2f} (export.int8.max_accuracy_drop). "
             "The bundle was not written: keep more nodes in float (export.int8.keep_float), "
             "try another calibration, or export with -S export.precision=fp32."
         )
-    return int8_path, probs, accuracy, ms
+    return int8_path, scored
 
 
-def build_bundle(cfg: DictConfig, paths: Paths, seed: int) -> dict:
-    """Export, prove and (for int8) quantize; returns what the manifest and metrics need."""
-    classifier = load_classifier(paths.checkpoint)
-    classes: list[str] = list(classifier.hparams.classes)
-    size = int(classifier.hparams.image_size)
+def proven_float_graph(cfg: DictConfig, classifier: Classifier, out: Path, test: TestSplit):
+    """The float graph, written and proven to agree with PyTorch on real test photos."""
     served = Served(classifier.inference_net, tta=bool(cfg.tta)).eval()
-    out = paths.export
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob("*.onnx*"):
         stale.unlink()
     fp32_path = out / "model.fp32.onnx.unproven"  # only a proven graph becomes model.onnx
-    export_onnx(served, size, fp32_path, int(cfg.opset))
-    images = np.load(paths.prepared / "test_images.npy", mmap_mode="r")
-    labels = np.load(paths.prepared / "test_labels.npy")
+    export_onnx(served, int(classifier.hparams.image_size), fp32_path, int(cfg.opset))
     worst = prove_agreement(
-        served, session(fp32_path), images[: int(cfg.compare_photos)], float(cfg.tolerance)
+        served, session(fp32_path), test.images[: int(cfg.compare_photos)], float(cfg.tolerance)
     )
-    fp32_probs, fp32_ms = timed_predict(fp32_path, images, "float32")
-    fp32_accuracy = float((fp32_probs.argmax(1) == labels).mean())
-    result = {
-        "classifier": classifier,
-        "classes": classes,
-        "size": size,
-        "images": images,
-        "labels": labels,
-        "worst": worst,
-        "precision": str(cfg.precision),
-        "accuracy": {"fp32": round(fp32_accuracy, 6)},
-        "ms": {"fp32": round(fp32_ms, 3)},
-    }
-    onnx_path = out / "model.onnx"
-    if cfg.precision == "int8":
-        int8_path, probs, int8_accuracy, int8_ms = quantized_or_refused(
-            cfg, fp32_path, paths, seed, fp32_accuracy, labels, images
-        )
-        int8_path.replace(onnx_path)
-        fp32_path.unlink()
-        result["accuracy"]["int8"] = round(int8_accuracy, 6)
-        result["ms"]["int8"] = round(int8_ms, 3)
-    elif cfg.precision == "fp32":
-        fp32_path.replace(onnx_path)
-        probs = fp32_probs
-    else:
+    return fp32_path, worst
+
+
+def build_bundle(cfg: DictConfig, paths: Paths, seed: int) -> BuiltBundle:
+    """Export, prove and (for int8) quantize the checkpoint's served graph."""
+    if cfg.precision not in ("fp32", "int8"):
         raise SystemExit(f"export.precision must be fp32 or int8, not {cfg.precision!r}")
-    result.update(onnx_path=onnx_path, probs=probs)
-    return result
+    classifier = load_classifier(paths.checkpoint)
+    test = TestSplit.load(paths)
+    fp32_path, worst = proven_float_graph(cfg, classifier, paths.export, test)
+    fp32 = score(fp32_path, test, "float32", cfg.timing)
+    built = BuiltBundle(
+        classifier, paths.export / "model.onnx", str(cfg.precision), fp32, test, worst,
+        accuracy={"fp32": round(fp32.accuracy, 6)}, ms={"fp32": round(fp32.ms_per_photo, 3)},
+    )  # fmt: skip
+    if cfg.precision == "fp32":
+        fp32_path.replace(built.onnx_path)
+        return built
+    train_images = np.load(paths.prepared / "train_images.npy", mmap_mode="r")
+    photos = calibration_photos(train_images, int(cfg.int8.calibration_photos), seed)
+    int8_path, built.served = quantized_or_refused(cfg, fp32_path, fp32, test, photos)
+    int8_path.replace(built.onnx_path)
+    fp32_path.unlink()
+    built.accuracy["int8"] = round(built.served.accuracy, 6)
+    built.ms["int8"] = round(built.served.ms_per_photo, 3)
+    return built
+
+
+def training_environment(paths: Paths) -> Environment | None:
+    """The fingerprint train recorded in metrics/train.json (absent in older runs)."""
+    try:
+        recorded = json.loads(paths.train_metrics.read_text()).get("environment")
+    except FileNotFoundError:
+        return None
+    return Environment.model_validate(recorded) if recorded else None
+
+
+def manifest_for(
+    cfg: DictConfig, bundle: BuiltBundle, test_metrics: dict, paths: Paths, run_id: str
+) -> BundleManifest:
+    """model.json for the bundle, as docs/bundle.md describes it."""
+    digest = hashlib.sha256(bundle.onnx_path.read_bytes()).hexdigest()
+    evaluation = paths.metrics / "evaluate.json"
+    trained = training_environment(paths)
+    return BundleManifest(
+        name=cfg.registered_name,
+        version=digest[:12],
+        model_file=bundle.onnx_path.name,
+        sha256=digest,
+        architecture=bundle.classifier.hparams.model.get("name", "unknown"),
+        classes=bundle.classes,
+        input=InputSpec(
+            shape=["N", 3, bundle.size, bundle.size],
+            size=bundle.size,
+            preprocessing=(
+                "contracts.imaging.load: decode to upright RGB, resize the shorter side to "
+                "size (bilinear, antialiased), centre-crop size x size"
+            ),
+        ),
+        output=OutputSpec(shape=["N", len(bundle.classes)]),
+        tta=bool(cfg.tta),
+        precision=bundle.precision,
+        accuracy=bundle.accuracy,
+        # The served graph's own figures on the test split, and the evaluate stage's.
+        metrics={k: v for k, v in test_metrics.items() if k != "per_class"},
+        evaluation=json.loads(evaluation.read_text()) if evaluation.exists() else {},
+        data_version=json.loads((paths.prepared / "meta.json").read_text()).get(
+            "data_version", "unknown"
+        ),
+        git_revision=git_revision(),
+        mlflow_run_id=run_id,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        reference=reference_statistics(
+            bundle.served.probs, bundle.test.images, bundle.classes, int(cfg.histogram_bins)
+        ),
+        environment=Environments(
+            train=trained,
+            export=environment_fingerprint(trained.precision if trained else "unknown"),
+        ),
+    )
+
+
+def export_metrics(bundle: BuiltBundle, test_metrics: dict) -> dict[str, float | str]:
+    """metrics/export.json: what DVC compares across experiments."""
+    return {
+        "precision": bundle.precision,
+        "served_test_accuracy": test_metrics["accuracy"],
+        "served_test_f1_macro": test_metrics["f1_macro"],
+        **{f"{k}_test_accuracy": v for k, v in bundle.accuracy.items()},
+        **{f"{k}_ms_per_photo_1_thread": v for k, v in bundle.ms.items()},
+        "onnx_max_abs_diff": bundle.worst_difference,
+        "onnx_size_mb": round(bundle.onnx_path.stat().st_size / 2**20, 2),
+    }
 
 
 def main() -> None:
@@ -212,60 +323,20 @@ def main() -> None:
     params = load_params()
     cfg, paths = params.export, Paths.from_params(params)
     bundle = build_bundle(cfg, paths, int(params.seed))
-    onnx_path, classes, size, probs = (bundle[k] for k in ("onnx_path", "classes", "size", "probs"))
-    test_metrics = classification_metrics(bundle["labels"], probs, classes)
-    evaluation = paths.metrics / "evaluate.json"
-    digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+    test_metrics = classification_metrics(bundle.test.labels, bundle.served.probs, bundle.classes)
     with resume_run(paths.run_file) as run:
-        manifest = BundleManifest(
-            name=cfg.registered_name,
-            version=digest[:12],
-            model_file=onnx_path.name,
-            sha256=digest,
-            architecture=bundle["classifier"].hparams.model.get("name", "unknown"),
-            classes=classes,
-            input=InputSpec(
-                shape=["N", 3, size, size],
-                size=size,
-                preprocessing=(
-                    "contracts.imaging.load: decode to upright RGB, resize the shorter side to "
-                    "size (bilinear, antialiased), centre-crop size x size"
-                ),
-            ),
-            output=OutputSpec(shape=["N", len(classes)]),
-            tta=bool(cfg.tta),
-            precision=bundle["precision"],
-            accuracy=bundle["accuracy"],
-            # The served graph's own figures on the test split, and the evaluate stage's.
-            metrics={k: v for k, v in test_metrics.items() if k != "per_class"},
-            evaluation=json.loads(evaluation.read_text()) if evaluation.exists() else {},
-            data_version=json.loads((paths.prepared / "meta.json").read_text()).get(
-                "data_version", "unknown"
-            ),
-            git_revision=git_revision(),
-            mlflow_run_id=run.info.run_id,
-            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            reference=reference_statistics(probs, bundle["images"], classes),
-        )
+        manifest = manifest_for(cfg, bundle, test_metrics, paths, run.info.run_id)
         manifest.write(paths.export)
-        export_metrics = {
-            "precision": bundle["precision"],
-            "served_test_accuracy": test_metrics["accuracy"],
-            "served_test_f1_macro": test_metrics["f1_macro"],
-            **{f"{k}_test_accuracy": v for k, v in bundle["accuracy"].items()},
-            **{f"{k}_ms_per_photo_1_thread": v for k, v in bundle["ms"].items()},
-            "onnx_max_abs_diff": bundle["worst"],
-            "onnx_size_mb": round(onnx_path.stat().st_size / 2**20, 2),
-        }
-        (paths.metrics / "export.json").write_text(json.dumps(export_metrics, indent=2) + "\n")
-        mlflow.log_metrics({k: v for k, v in export_metrics.items() if isinstance(v, float)})
+        figures = export_metrics(bundle, test_metrics)
+        (paths.metrics / "export.json").write_text(json.dumps(figures, indent=2) + "\n")
+        mlflow.log_metrics({k: v for k, v in figures.items() if isinstance(v, float)})
         mlflow.log_artifact(str(paths.export / "model.json"), "bundle")
-        version = register(onnx_path, cfg.registered_name, manifest)
+        version = register(bundle.onnx_path, cfg.registered_name, manifest)
     print(
-        f"export: {onnx_path} ({bundle['precision']}, {export_metrics['onnx_size_mb']} MB, "
-        f"version {manifest.version}), test accuracy {bundle['accuracy']}, "
-        f"ms/photo on one thread {bundle['ms']}, max |ONNX fp32 - PyTorch| "
-        f"{bundle['worst']:.1e}, registered as {cfg.registered_name} v{version}"
+        f"export: {bundle.onnx_path} ({bundle.precision}, {figures['onnx_size_mb']} MB, "
+        f"version {manifest.version}), test accuracy {bundle.accuracy}, "
+        f"ms/photo on one thread {bundle.ms}, max |ONNX fp32 - PyTorch| "
+        f"{bundle.worst_difference:.1e}, registered as {cfg.registered_name} v{version}"
     )
 
 

@@ -95,6 +95,7 @@ def quantize_int8(
     photos: np.ndarray,
     method: str,
     keep_float: list[str],
+    batch_size: int = 32,
 ) -> None:
     """Write the int8 QDQ graph of `fp32_path` to `int8_path`, calibrated on `photos`."""
     methods = {m.name.lower(): m for m in CalibrationMethod}
@@ -107,7 +108,7 @@ def quantize_int8(
         quantize_static(
             str(prepared),
             str(int8_path),
-            PhotoReader(photos),
+            PhotoReader(photos, batch_size),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             activation_type=QuantType.QUInt8,
@@ -126,7 +127,7 @@ def session(path: Path, threads: int = 0) -> ort.InferenceSession:
 
 
 def timed_predict(
-    path: Path, images: np.ndarray, label: str, batch: int = 32, timing_photos: int = 128
+    path: Path, images: np.ndarray, label: str, batch: int, timing_photos: int
 ) -> tuple[np.ndarray, float]:
     """Probabilities for uint8 photos (the service's preprocessing), and model ms per photo.
 

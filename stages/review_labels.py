@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+from hydra.utils import instantiate
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
@@ -26,7 +27,7 @@ from sklearn.preprocessing import StandardScaler
 from tqdm import tqdm
 
 from stages.allocator import reuse_freed_memory
-from stages.models import efficientnet_lite0, fold_batch_norms
+from stages.models import fold_batch_norms
 from stages.params import Paths, load_params
 
 SPLITS = ("train", "val", "test")
@@ -34,7 +35,11 @@ SPLITS = ("train", "val", "test")
 
 @torch.inference_mode()
 def backbone_features(
-    images: np.ndarray, batch_size: int, threads: int, size: int | None = None
+    backbone: torch.nn.Module,
+    images: np.ndarray,
+    batch_size: int,
+    threads: int,
+    size: int | None = None,
 ) -> np.ndarray:
     """Pooled ImageNet features [N, 1280] of uint8 [N, S, S, 3] photos (no fine-tuning).
 
@@ -42,7 +47,7 @@ def backbone_features(
     a photo's class nearly as well. Batch norms are folded into the convolutions.
     """
     torch.set_num_threads(threads)
-    model = efficientnet_lite0(num_classes=2, pretrained=True).eval()
+    model = backbone.eval()
     net = fold_batch_norms(model.net)
     chunks = []
     for start in tqdm(range(0, len(images), batch_size), desc="review: features", unit="batch"):
@@ -58,10 +63,10 @@ def backbone_features(
 
 
 def out_of_fold_probabilities(
-    features: np.ndarray, labels: np.ndarray, folds: int, seed: int
+    features: np.ndarray, labels: np.ndarray, folds: int, seed: int, logistic_c: float
 ) -> np.ndarray:
     """Class probabilities for each photo from a model fitted on the other folds only."""
-    model = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=logistic_c, max_iter=2000))
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     return cross_val_predict(model, features, labels, cv=splitter, method="predict_proba")
 
@@ -121,9 +126,15 @@ def main() -> None:
     )
     labels = manifest["label"].map(classes.index).to_numpy()
     features = backbone_features(
-        images, int(cfg.batch_size), int(params.trainer.threads), cfg.get("image_size")
+        instantiate(cfg.backbone),
+        images,
+        int(cfg.batch_size),
+        int(params.trainer.threads),
+        cfg.get("image_size"),
     )
-    probs = out_of_fold_probabilities(features, labels, int(cfg.folds), int(params.seed))
+    probs = out_of_fold_probabilities(
+        features, labels, int(cfg.folds), int(params.seed), float(cfg.logistic_c)
+    )
     table = disputed_table(manifest, probs, classes, paths.raw, float(cfg.min_confidence))
 
     out = paths.plots / "review"

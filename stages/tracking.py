@@ -10,8 +10,6 @@ import mlflow
 
 from stages.params import repo_root
 
-EXPERIMENT = "cats-dogs"
-
 
 def tracking_uri() -> str:
     """MLFLOW_TRACKING_URI, else SQLite in the real repository (also for queued experiments)."""
@@ -23,10 +21,11 @@ def run_name() -> str | None:
     return os.environ.get("DVC_EXP_NAME") or None
 
 
-def start_new_run(run_file: Path) -> str:
-    """Create the pipeline run (train does this), note its id in `run_file`, return the id."""
+def start_new_run(run_file: Path, experiment_name: str) -> str:
+    """Create the pipeline run (train does this) in the experiment params.yaml names
+    (`tracking.experiment`), note its id in `run_file`, return the id."""
     mlflow.set_tracking_uri(tracking_uri())
-    experiment = mlflow.set_experiment(EXPERIMENT)
+    experiment = mlflow.set_experiment(experiment_name)
     client = mlflow.MlflowClient()
     run = client.create_run(experiment.experiment_id, run_name=run_name())
     run_file.parent.mkdir(parents=True, exist_ok=True)

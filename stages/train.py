@@ -12,17 +12,25 @@ from typing import Any
 import lightning as L
 import mlflow
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.loggers import MLFlowLogger
+from hydra.utils import instantiate
 
 from stages.allocator import reuse_freed_memory
 from stages.datamodule import PreparedData
+from stages.fingerprint import environment_fingerprint
 from stages.lightning_module import Classifier
 from stages.params import Paths, flatten, load_params, to_dict
-from stages.tracking import EXPERIMENT, start_new_run, tracking_uri
+from stages.tracking import start_new_run, tracking_uri
 
-PARAM_SECTIONS = ("seed", "data", "model", "optimizer", "scheduler", "trainer")
-MONITOR = "val_loss"  # what picks the best checkpoint and stops training early
+PARAM_SECTIONS = (
+    "seed",
+    "data",
+    "model",
+    "module",
+    "optimizer",
+    "scheduler",
+    "trainer",
+    "callbacks",
+)
 
 
 class EpochHistory(L.Callback):
@@ -50,58 +58,33 @@ class EpochHistory(L.Callback):
             writer.writerows(self.rows)
 
 
-def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX); elsewhere it is emulated."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_precision(precision: str, accelerator: str) -> str:
-    """`auto`: bf16 mixed precision where the CPU has native bf16 (~30% faster), else float32.
-
-    Emulated bf16 is over ten times slower than float32 on an AVX2-only CPU.
-    """
-    if precision != "auto":
-        return precision
-    if accelerator != "cpu":
-        return "16-mixed"
-    return "bf16-mixed" if cpu_has_bf16() else "32-true"
+def build_callbacks(cfg: dict[str, Any], history: EpochHistory) -> list[L.Callback]:
+    """Every callback under `callbacks:` (conf/callbacks/), built from its `_target_`."""
+    built = [instantiate(spec) for spec in cfg.get("callbacks", {}).values() if spec]
+    return [*built, history]
 
 
 def build_trainer(
-    cfg: dict[str, Any], paths: Paths, run_id: str, history: EpochHistory, progressive: bool
-):
-    """The Lightning trainer: best-on-validation checkpoint, early stopping, MLflow logging."""
+    cfg: dict[str, Any], run_id: str, history: EpochHistory, progressive: bool
+) -> L.Trainer:
+    """The Lightning trainer, its callbacks and its MLflow logger, all from params.yaml."""
     trainer_cfg = cfg["trainer"]
-    logger = MLFlowLogger(experiment_name=EXPERIMENT, tracking_uri=tracking_uri(), run_id=run_id)
+    logger = instantiate(cfg["logger"]["mlflow"], run_id=run_id, tracking_uri=tracking_uri())
     logger.log_hyperparams(
         {k: v for k, v in flatten(cfg).items() if k.split(".")[0] in PARAM_SECTIONS}
-    )
-    # Validation loss, not accuracy, picks the checkpoint: on a thousand photos accuracy
-    # moves by single photos between epochs, and picked an early epoch's weights by luck.
-    checkpoint = ModelCheckpoint(
-        dirpath=paths.checkpoints, filename="best", monitor=MONITOR, mode="min", save_top_k=1
     )
     return L.Trainer(
         accelerator=trainer_cfg["accelerator"],
         devices=trainer_cfg["devices"],
         strategy=trainer_cfg["strategy"],
-        precision=resolve_precision(trainer_cfg["precision"], trainer_cfg["accelerator"]),
+        precision=trainer_cfg["precision"],
         max_epochs=trainer_cfg["max_epochs"],
         limit_train_batches=trainer_cfg["limit_train_batches"],
         reload_dataloaders_every_n_epochs=1 if progressive else 0,  # a new crop size
         deterministic=trainer_cfg["deterministic"],
         logger=logger,
-        callbacks=[
-            checkpoint,
-            EarlyStopping(monitor=MONITOR, mode="min", patience=trainer_cfg["patience"]),
-            LearningRateMonitor(logging_interval="epoch"),
-            history,
-        ],
-        log_every_n_steps=10,
+        callbacks=build_callbacks(cfg, history),
+        log_every_n_steps=trainer_cfg["log_every_n_steps"],
     )
 
 
@@ -124,25 +107,27 @@ def main() -> None:
         scheduler=cfg["scheduler"],
         classes=data.classes,
         image_size=data.image_size,
-        label_smoothing=float(trainer_cfg["label_smoothing"]),
-        ema_decay=float(trainer_cfg["ema_decay"]),
+        **cfg["module"],
     )
     paths.checkpoints.mkdir(parents=True, exist_ok=True)
     for stale in paths.checkpoints.glob("*.ckpt"):
         stale.unlink()
-    run_id = start_new_run(paths.run_file)
+    run_id = start_new_run(paths.run_file, cfg["tracking"]["experiment"])
     history = EpochHistory(paths.train_history)
-    trainer = build_trainer(cfg, paths, run_id, history, data.progressive)
+    trainer = build_trainer(cfg, run_id, history, data.progressive)
     # Deterministic mode also fills every new tensor with NaN to expose reads of
     # uninitialised memory; no kernel here does that, and the filling cost 10 % of a step.
     torch.utils.deterministic.fill_uninitialized_memory = False
     started = time.perf_counter()
     trainer.fit(model, datamodule=data)
-    summary = summarize(history.rows, time.perf_counter() - started)
+    summary = summarize(history.rows, time.perf_counter() - started, cfg["callbacks"])
+    environment = environment_fingerprint(trainer_cfg["precision"])
     paths.train_metrics.parent.mkdir(parents=True, exist_ok=True)
-    paths.train_metrics.write_text(json.dumps(summary, indent=2) + "\n")
+    report = {**summary, "environment": environment.model_dump()}
+    paths.train_metrics.write_text(json.dumps(report, indent=2) + "\n")
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics({f"final_{k}": v for k, v in summary.items()})
+        mlflow.set_tags({f"env.{k}": str(v) for k, v in environment.model_dump().items()})
         mlflow.log_artifact(str(paths.train_history), "plots")
     print(
         f"train: best epoch {summary['best_epoch']} (val_loss {summary['val_loss']:.4f}, "
@@ -150,9 +135,13 @@ def main() -> None:
     )
 
 
-def summarize(rows: list[dict[str, float]], seconds: float) -> dict[str, float]:
-    """The best epoch's figures (the checkpoint that later stages use)."""
-    best = min(rows, key=lambda row: row.get(MONITOR, float("inf")))
+def summarize(
+    rows: list[dict[str, float]], seconds: float, callbacks: dict[str, Any]
+) -> dict[str, float]:
+    """The best epoch's figures: the one the checkpoint callback kept, which later stages use."""
+    checkpoint = callbacks["model_checkpoint"]
+    monitor, sign = checkpoint["monitor"], 1.0 if checkpoint.get("mode", "min") == "min" else -1.0
+    best = min(rows, key=lambda row: sign * row.get(monitor, sign * float("inf")))
     return {
         "best_epoch": int(best["epoch"]),
         "epochs": len(rows),

@@ -1,4 +1,8 @@
-"""Shared fixtures: the committed photographs and a real pipeline run on them.
+"""Shared fixtures: the committed photographs, a tiny bundle and a real pipeline run.
+
+Two tiers: `tiny_bundle_dir` is a real bundle built in seconds (tests/helpers/tiny_bundle.py)
+for the service tests; `pipeline_repo` runs the whole pipeline (minutes), and every test
+that uses it is marked `slow` here, so `pytest -m "not slow"` is the fast tier.
 
 The `pipeline_repo` fixture copies the project into a temporary folder, puts the
 committed sample photographs (tests/data/photos, 2 x 200) in data/raw and runs
@@ -18,6 +22,7 @@ import pytest
 
 from tests.helpers.commands import run
 from tests.helpers.photos import LABELS, SAMPLE_DIR, fullres_photos, sample_photos
+from tests.helpers.tiny_bundle import build_tiny_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,7 +35,6 @@ SMALL_OVERRIDES = [
     "data.batch_size=32",
     "data.train_size=128",  # the prepared size: the sample is too small to learn from smaller crops
     "trainer.max_epochs=3",
-    "trainer.precision=32-true",  # this CPU has no native bf16: emulated bf16 is >10x slower
     "evaluate.gallery_size=8",
     "export.compare_photos=32",
     "export.int8.max_accuracy_drop=1.0",  # three epochs on 240 photos: int8 may lose more than the default allows
@@ -101,3 +105,16 @@ def pipeline_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def bundle_dir(pipeline_repo: Path) -> Path:
     """A real model bundle (model.onnx + model.json) exported by the pipeline."""
     return pipeline_repo / "models" / "export"
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real bundle (small CNN, 64 px, seconds of training) made with export's own code."""
+    return build_tiny_bundle(tmp_path_factory.mktemp("tiny-bundle"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Whatever waits for the pipeline run is slow: out of `pytest -m "not slow"`."""
+    for item in items:
+        if "pipeline_repo" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

@@ -1,4 +1,9 @@
-"""Fixtures of the service tests: in-process apps (FastAPI TestClient) over the real bundle."""
+"""Fixtures of the service tests: in-process apps (FastAPI TestClient) over a real bundle.
+
+The service tests run on the tiny bundle (seconds to build, the fast tier): the service's
+behaviour does not depend on how accurate the model is. What needs the pipeline's own
+bundle (int8, agreement with PyTorch) is tested in tests/stages/.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,12 @@ from fastapi.testclient import TestClient
 
 from serving.app import create_app
 from tests.helpers.service import PHOTOS, settings_for, true_label, upload
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(tiny_bundle_dir: Path) -> Path:
+    """Service tests load the tiny bundle, not the pipeline's."""
+    return tiny_bundle_dir
 
 
 @pytest.fixture(scope="module")

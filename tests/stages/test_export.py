@@ -11,9 +11,15 @@ import pytest
 import torch
 
 from contracts.imaging import load, to_batch
-from stages.export import Served, export_onnx, prove_agreement, quantized_or_refused
+from stages.export import (
+    Scored,
+    Served,
+    TestSplit,
+    export_onnx,
+    prove_agreement,
+    quantized_or_refused,
+)
 from stages.models import small_cnn
-from stages.params import Paths
 from stages.quantize import quantize_int8, session
 from tests.helpers.photos import LABELS, sample_photos
 
@@ -65,33 +71,28 @@ def test_export_refuses_an_int8_graph_that_loses_too_much(tmp_path: Path) -> Non
     fp32_path.parent.mkdir()
     export_onnx(model, 32, fp32_path, opset=18)
     rng = np.random.default_rng(0)
-    (tmp_path / "prepared").mkdir()
-    np.save(
-        tmp_path / "prepared" / "train_images.npy",
-        rng.integers(0, 255, (16, 32, 32, 3), dtype=np.uint8),
-    )
-    images = rng.integers(0, 255, (8, 32, 32, 3), dtype=np.uint8)
-    labels = rng.integers(0, 2, 8)
-    paths = Paths(*(tmp_path / name for name in ("raw", "prepared", "ckpt", "export", "m", "p")))
+    calibration = rng.integers(0, 255, (16, 32, 32, 3), dtype=np.uint8)
+    test = TestSplit(rng.integers(0, 255, (8, 32, 32, 3), dtype=np.uint8), rng.integers(0, 2, 8))
     cfg = OmegaConf.create(
         {
+            "timing": {"batch_size": 4, "photos": 8},
             "int8": {
                 "calibration": "minmax",
-                "calibration_photos": 16,
+                "calibration_batch_size": 8,
                 "keep_float": ["softmax"],
                 "max_accuracy_drop": 0.003,
-            }
+            },
         }
     )
     # A float accuracy that no graph can keep: the int8 graph must be refused, loudly.
+    impossible = Scored(np.zeros((8, 2)), accuracy=1.5, ms_per_photo=1.0)
     with pytest.raises(SystemExit, match="points below float32"):
-        quantized_or_refused(cfg, fp32_path, paths, 0, 1.5, labels, images)
+        quantized_or_refused(cfg, fp32_path, impossible, test, calibration)
     assert not list((tmp_path / "export").glob("*int8*"))
     cfg.int8.max_accuracy_drop = 1.0  # the same graph passes a looser limit
-    int8_path, probs, accuracy, ms = quantized_or_refused(
-        cfg, fp32_path, paths, 0, 0.5, labels, images
-    )
-    assert int8_path.is_file() and probs.shape == (8, 2) and 0 <= accuracy <= 1 and ms > 0
+    int8_path, scored = quantized_or_refused(cfg, fp32_path, impossible, test, calibration)
+    assert int8_path.is_file() and scored.probs.shape == (8, 2)
+    assert 0 <= scored.accuracy <= 1 and scored.ms_per_photo > 0
 
 
 def test_a_tta_graph_averages_photo_and_mirror_also_in_int8(tmp_path: Path) -> None:
