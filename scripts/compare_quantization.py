@@ -29,9 +29,9 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params()
     paths = Paths.from_params(params)
-    images = np.load(paths.prepared / "test_images.npy", mmap_mode="r")
-    labels = np.load(paths.prepared / "test_labels.npy")
-    train = np.load(paths.prepared / "train_images.npy", mmap_mode="r")
+    images = np.load(paths.split_images("test"), mmap_mode="r")
+    labels = np.load(paths.split_labels("test"))
+    train = np.load(paths.split_images("train"), mmap_mode="r")
     photos = calibration_photos(train, args.photos, int(params.seed))
     probs, ms = timed_predict(args.fp32, images, "float32", 32, 128)
     rows = [("float32", "-", float((probs.argmax(1) == labels).mean()), ms)]

@@ -16,6 +16,7 @@ import torch
 from sklearn import metrics as skm
 from tqdm import tqdm
 
+from stages import gallery
 from stages.allocator import reuse_freed_memory
 from stages.classification_metrics import classification_metrics
 from stages.lightning_module import Classifier, load_classifier
@@ -59,25 +60,19 @@ def draw_gallery(
     path: Path,
     limit: int,
 ) -> int:
+    """The most confidently wrong test photos, captioned with truth and answer."""
     picks = confidently_wrong(labels, probs, limit)
-    cols = 4
-    rows = max(1, int(np.ceil(len(picks) / cols)))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.6, rows * 2.9), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, index in zip(axes.flat, picks, strict=False):
-        ax.imshow(images[index])
-        guess = probs[index].argmax()
-        ax.set_title(
-            f"true {classes[labels[index]]}\nsaid {classes[guess]} ({probs[index, guess]:.0%})",
-            fontsize=9,
-        )
-    if len(picks) == 0:
-        axes.flat[0].text(0.5, 0.5, "no misclassified test photos", ha="center", va="center")
-    fig.suptitle("Most confidently wrong test photos")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    captions = [
+        f"true {classes[labels[i]]}\nsaid {classes[probs[i].argmax()]} ({probs[i].max():.0%})"
+        for i in picks
+    ]
+    gallery.draw_gallery(
+        [images[i] for i in picks],
+        captions,
+        "Most confidently wrong test photos",
+        "no misclassified test photos",
+        path,
+    )
     return len(picks)
 
 
@@ -106,8 +101,8 @@ def main() -> None:
     model = load_classifier(paths.checkpoint)
     fold_batch_norms(model.inference_net)  # the same function, a fifth faster on the CPU
     classes: list[str] = list(model.hparams.classes)
-    images = np.load(paths.prepared / "test_images.npy", mmap_mode="r")
-    labels = np.load(paths.prepared / "test_labels.npy")
+    images = np.load(paths.split_images("test"), mmap_mode="r")
+    labels = np.load(paths.split_labels("test"))
     if len(labels) == 0:
         raise SystemExit("The test split is empty: add photos or raise prepare.split.test.")
 

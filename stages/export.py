@@ -140,8 +140,8 @@ class TestSplit:
     @classmethod
     def load(cls, paths: Paths) -> TestSplit:
         return cls(
-            images=np.load(paths.prepared / "test_images.npy", mmap_mode="r"),
-            labels=np.load(paths.prepared / "test_labels.npy"),
+            images=np.load(paths.split_images("test"), mmap_mode="r"),
+            labels=np.load(paths.split_labels("test")),
         )
 
     def accuracy(self, probs: np.ndarray) -> float:
@@ -241,7 +241,7 @@ def build_bundle(cfg: DictConfig, paths: Paths, seed: int) -> BuiltBundle:
     if cfg.precision == "fp32":
         fp32_path.replace(built.onnx_path)
         return built
-    train_images = np.load(paths.prepared / "train_images.npy", mmap_mode="r")
+    train_images = np.load(paths.split_images("train"), mmap_mode="r")
     photos = calibration_photos(train_images, int(cfg.int8.calibration_photos), seed)
     int8_path, built.served = quantized_or_refused(cfg, fp32_path, fp32, test, photos)
     int8_path.replace(built.onnx_path)
@@ -289,9 +289,7 @@ def manifest_for(
         # The served graph's own figures on the test split, and the evaluate stage's.
         metrics={k: v for k, v in test_metrics.items() if k != "per_class"},
         evaluation=json.loads(evaluation.read_text()) if evaluation.exists() else {},
-        data_version=json.loads((paths.prepared / "meta.json").read_text()).get(
-            "data_version", "unknown"
-        ),
+        data_version=json.loads(paths.meta.read_text()).get("data_version", "unknown"),
         git_revision=git_revision(),
         mlflow_run_id=run_id,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),

@@ -10,6 +10,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 PARAMS_FILE = Path("params.yaml")
+SPLITS = ("train", "val", "test")  # prepare writes them; every later stage reads them
 
 
 def load_params(path: Path = PARAMS_FILE) -> DictConfig:
@@ -43,6 +44,23 @@ class Paths:
         if "paths" not in params:
             raise SystemExit("params.yaml has no `paths` section: regenerate it from conf/.")
         return cls(**{name: Path(value) for name, value in params.paths.items()})
+
+    def split_images(self, split: str) -> Path:
+        """uint8 [N, S, S, 3] photos of one split, as the image contract decoded them."""
+        return self.prepared / f"{split}_images.npy"
+
+    def split_labels(self, split: str) -> Path:
+        return self.prepared / f"{split}_labels.npy"
+
+    @property
+    def manifest(self) -> Path:
+        """One row per kept photo: file, label, md5, split, index in its split."""
+        return self.prepared / "manifest.csv"
+
+    @property
+    def meta(self) -> Path:
+        """Classes, image size and data version of the prepared arrays."""
+        return self.prepared / "meta.json"
 
     @property
     def checkpoint(self) -> Path:

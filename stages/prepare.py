@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
+from omegaconf import DictConfig
 from PIL import Image
 from tqdm import tqdm
 
 from contracts.imaging import ImageError, Limits, load
-from stages.params import Paths, load_params
+from stages.params import SPLITS, Paths, load_params
 
-SPLITS = ("train", "val", "test")
 IGNORED_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
 EXTENSION_FORMATS = {
     ".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP",
@@ -141,26 +141,11 @@ def data_version(raw_dir: Path) -> str:
     return str(yaml.safe_load(dvc_file.read_text())["outs"][0]["md5"])
 
 
-def prepare(
-    raw_dir: Path,
-    out_dir: Path,
-    classes: list[str],
-    image_size: int,
-    ratios: dict[str, float],
-    seed: int,
-    min_side: int = 32,
-    workers: int | None = None,
-) -> dict:
-    """Run the whole stage; returns the metrics written to metrics/prepare.json."""
-    if abs(sum(ratios.values()) - 1.0) > 1e-6 or set(ratios) != set(SPLITS):
-        raise SystemExit(f"prepare.split must give {SPLITS} summing to 1, got {dict(ratios)}")
-    classes = [c.lower() for c in classes]
-    limits = Limits(min_side=min_side)
-    candidates = discover(raw_dir, classes)
+def decode_all(candidates: list[tuple[Path, str]], image_size: int, limits: Limits) -> list[Photo]:
+    """Every candidate through the image contract, on every core, with a progress bar."""
     jobs = [(path, label, image_size, limits) for path, label in candidates]
-    workers = workers or os.cpu_count() or 1
-    with Pool(workers) as pool:
-        photos = list(
+    with Pool(os.cpu_count() or 1) as pool:
+        return list(
             tqdm(
                 pool.imap(read_photo, jobs, chunksize=32),
                 total=len(jobs),
@@ -168,73 +153,112 @@ def prepare(
                 unit="photo",
             )
         )
-    skipped = Counter(p.reason for p in photos if p.reason)
-    good = [p for p in photos if not p.reason]
-    good, dup_skips = deduplicate(good)
-    skipped.update(dup_skips)
 
-    format_mismatch = sum(1 for p in good if not extension_matches(p))
-    converted = Counter(p.mode for p in good if p.mode != "RGB")
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+def write_split(
+    split: str, members: list[Photo], classes: list[str], image_size: int, paths: Paths
+) -> list[dict]:
+    """The split's images (uint8 NHWC, memory-mapped) and labels; returns its manifest rows."""
+    images = np.lib.format.open_memmap(
+        paths.split_images(split),
+        mode="w+",
+        dtype=np.uint8,
+        shape=(len(members), image_size, image_size, 3),
+    )
+    labels = np.empty(len(members), dtype=np.int64)
     rows = []
-    split_counts: dict[str, dict[str, int]] = {s: dict.fromkeys(classes, 0) for s in SPLITS}
-    assignments = {s: [p for p in good if split_of(p.md5, seed, ratios) == s] for s in SPLITS}
-    for split, members in assignments.items():
-        images = np.lib.format.open_memmap(
-            out_dir / f"{split}_images.npy",
-            mode="w+",
-            dtype=np.uint8,
-            shape=(len(members), image_size, image_size, 3),
+    for index, photo in enumerate(members):
+        images[index] = photo.pixels
+        labels[index] = classes.index(photo.label)
+        rows.append(
+            {
+                "file": os.path.relpath(photo.path, paths.raw),
+                "label": photo.label,
+                "md5": photo.md5,
+                "split": split,
+                "index": index,
+                "width": photo.width,
+                "height": photo.height,
+                "format": photo.format,
+                "mode": photo.mode,
+            }
         )
-        labels = np.empty(len(members), dtype=np.int64)
-        for index, photo in enumerate(members):
-            images[index] = photo.pixels
-            labels[index] = classes.index(photo.label)
-            split_counts[split][photo.label] += 1
-            rows.append(
-                {
-                    "file": os.path.relpath(photo.path, raw_dir),
-                    "label": photo.label,
-                    "md5": photo.md5,
-                    "split": split,
-                    "index": index,
-                    "width": photo.width,
-                    "height": photo.height,
-                    "format": photo.format,
-                    "mode": photo.mode,
-                }
-            )
-        images.flush()
-        del images
-        np.save(out_dir / f"{split}_labels.npy", labels)
-    pd.DataFrame(rows).to_csv(out_dir / "manifest.csv", index=False)
-    meta = {"classes": classes, "image_size": image_size, "data_version": data_version(raw_dir)}
-    (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    kept = len(good)
+    images.flush()
+    del images
+    np.save(paths.split_labels(split), labels)
+    return rows
+
+
+def prepare(paths: Paths, cfg: PrepareConfig, seed: int) -> dict:
+    """Run the whole stage; returns the metrics written to metrics/prepare.json."""
+    photos = decode_all(discover(paths.raw, cfg.classes), cfg.image_size, cfg.limits)
+    skipped = Counter(p.reason for p in photos if p.reason)
+    good, dup_skips = deduplicate([p for p in photos if not p.reason])
+    skipped.update(dup_skips)
+    paths.prepared.mkdir(parents=True, exist_ok=True)
+    assignments = {s: [p for p in good if split_of(p.md5, seed, cfg.ratios) == s] for s in SPLITS}
+    rows = [
+        row
+        for split, members in assignments.items()
+        for row in write_split(split, members, cfg.classes, cfg.image_size, paths)
+    ]
+    pd.DataFrame(rows).to_csv(paths.manifest, index=False)
+    meta = {
+        "classes": cfg.classes,
+        "image_size": cfg.image_size,
+        "data_version": data_version(paths.raw),
+    }
+    paths.meta.write_text(json.dumps(meta, indent=2) + "\n")
+    split_counts = {
+        s: {**{c: sum(p.label == c for p in members) for c in cfg.classes}, "total": len(members)}
+        for s, members in assignments.items()
+    }
     return {
         "files": len(photos),
-        "kept": kept,
+        "kept": len(good),
         "skipped": sum(skipped.values()),
         "skipped_by_reason": dict(sorted(skipped.items())),
-        "converted_from_mode": dict(sorted(converted.items())),
-        "format_mismatch": format_mismatch,
-        "split": {s: {**split_counts[s], "total": len(assignments[s])} for s in SPLITS},
+        "converted_from_mode": dict(
+            sorted(Counter(p.mode for p in good if p.mode != "RGB").items())
+        ),
+        "format_mismatch": sum(1 for p in good if not extension_matches(p)),
+        "split": split_counts,
     }
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """params.yaml's `prepare` section, checked."""
+
+    classes: list[str]
+    image_size: int
+    ratios: dict[str, float]
+    min_side: int = 32
+
+    def __post_init__(self) -> None:
+        ratios = self.ratios
+        if abs(sum(ratios.values()) - 1.0) > 1e-6 or set(ratios) != set(SPLITS):
+            raise SystemExit(f"prepare.split must give {SPLITS} summing to 1, got {dict(ratios)}")
+        object.__setattr__(self, "classes", [c.lower() for c in self.classes])
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(min_side=self.min_side)
+
+    @classmethod
+    def from_params(cls, section: DictConfig) -> PrepareConfig:
+        return cls(
+            classes=list(section.classes),
+            image_size=int(section.image_size),
+            ratios=dict(section.split),
+            min_side=int(section.min_side),
+        )
 
 
 def main() -> None:
     params = load_params()
     cfg, paths = params.prepare, Paths.from_params(params)
-    metrics = prepare(
-        raw_dir=paths.raw,
-        out_dir=paths.prepared,
-        classes=list(cfg.classes),
-        image_size=int(cfg.image_size),
-        ratios=dict(cfg.split),
-        seed=int(params.seed),
-        min_side=int(cfg.min_side),
-    )
+    metrics = prepare(paths, PrepareConfig.from_params(cfg), int(params.seed))
     paths.metrics.mkdir(parents=True, exist_ok=True)
     (paths.metrics / "prepare.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print(

@@ -15,7 +15,6 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
@@ -26,11 +25,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from tqdm import tqdm
 
+from stages import gallery
 from stages.allocator import reuse_freed_memory
 from stages.models import fold_batch_norms
-from stages.params import Paths, load_params
-
-SPLITS = ("train", "val", "test")
+from stages.params import SPLITS, Paths, load_params
 
 
 @torch.inference_mode()
@@ -92,38 +90,30 @@ def disputed_table(
 
 
 def draw_gallery(table: pd.DataFrame, images: np.ndarray, path: Path, limit: int) -> None:
+    """The most confidently disputed photos, captioned with filed and predicted labels."""
     picks = table.head(limit)
-    cols = 4
-    rows = max(1, int(np.ceil(len(picks) / cols)))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.8, rows * 3.1), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, (_, row) in zip(axes.flat, picks.iterrows(), strict=False):
-        ax.imshow(images[row["row"]])
-        ax.set_title(
-            f"{Path(row['file']).name}\nfiled {row['given_label']}, "
-            f"looks {row['predicted_label']} ({row['confidence']:.0%})",
-            fontsize=8,
-        )
-    if picks.empty:
-        axes.flat[0].text(0.5, 0.5, "no disputed labels", ha="center", va="center")
-    fig.suptitle("Labels most confidently disputed (out-of-fold)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    gallery.draw_gallery(
+        [images[row] for row in picks["row"]],
+        [
+            f"{Path(r.file).name}\nfiled {r.given_label}, looks {r.predicted_label} "
+            f"({r.confidence:.0%})"
+            for r in picks.itertuples()
+        ],
+        "Labels most confidently disputed (out-of-fold)",
+        "no disputed labels",
+        path,
+    )
 
 
 def main() -> None:
     reuse_freed_memory()
     params = load_params()
     cfg, paths = params.review_labels, Paths.from_params(params)
-    classes = json.loads((paths.prepared / "meta.json").read_text())["classes"]
-    manifest = pd.read_csv(paths.prepared / "manifest.csv")
+    classes = json.loads(paths.meta.read_text())["classes"]
+    manifest = pd.read_csv(paths.manifest)
     manifest["split"] = pd.Categorical(manifest["split"], SPLITS, ordered=True)
     manifest = manifest.sort_values(["split", "index"], kind="stable").reset_index(drop=True)
-    images = np.concatenate(
-        [np.load(paths.prepared / f"{split}_images.npy", mmap_mode="r") for split in SPLITS]
-    )
+    images = np.concatenate([np.load(paths.split_images(split), mmap_mode="r") for split in SPLITS])
     labels = manifest["label"].map(classes.index).to_numpy()
     features = backbone_features(
         instantiate(cfg.backbone),

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from stages.prepare import prepare, split_of
+from stages.params import Paths
+from stages.prepare import PrepareConfig, prepare, split_of
 from tests.helpers.images import broken, encode, variants
 from tests.helpers.photos import sample_photos
 
@@ -58,7 +59,11 @@ def dirty_raw(tmp_path: Path) -> Path:
 
 
 def run_prepare(raw: Path, out: Path, seed: int = 7) -> dict:
-    return prepare(raw, out, ["cat", "dog"], 64, RATIOS, seed, min_side=32, workers=1)
+    return prepare(paths_for(raw, out), PrepareConfig(["cat", "dog"], 64, RATIOS, 32), seed)
+
+
+def paths_for(raw: Path, prepared: Path) -> Paths:
+    return Paths(raw, prepared, *(prepared.parent / n for n in ("ckpt", "export", "m", "p")))
 
 
 def test_dirty_folder_counts_every_skip_and_keeps_every_good_photo(
@@ -136,7 +141,7 @@ def test_split_ratios_hold_per_class() -> None:
 
 def test_bad_ratios_are_refused(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="summing to 1"):
-        prepare(tmp_path, tmp_path / "out", ["cat"], 64, {"train": 0.9, "val": 0.2, "test": 0.1}, 1)
+        PrepareConfig(["cat"], 64, {"train": 0.9, "val": 0.2, "test": 0.1})
 
 
 def test_missing_raw_folder_says_how_to_get_it(tmp_path: Path) -> None:
