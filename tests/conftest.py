@@ -102,9 +102,15 @@ def pipeline_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def bundle_dir(pipeline_repo: Path) -> Path:
+def pipeline_bundle_dir(pipeline_repo: Path) -> Path:
     """A real model bundle (model.onnx + model.json) exported by the pipeline."""
     return pipeline_repo / "models" / "export"
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(pipeline_bundle_dir: Path) -> Path:
+    """The bundle a test serves: the pipeline's here; tests/serving/ overrides it (tiny)."""
+    return pipeline_bundle_dir
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ from contracts.imaging import load, to_batch
 from stages.lightning_module import load_classifier
 from tests.conftest import EXPERIMENT_NAME
 from tests.helpers.commands import run
+from tests.helpers.photos import fullres_photos
 
 DECLARED_FILES = [
     "data/prepared/manifest.csv",
@@ -176,3 +177,16 @@ def test_dvc_plots_show_renders_every_plot(pipeline_repo: Path, tmp_path: Path) 
         "disputed_labels",
     ):
         assert title in page, title
+
+
+def test_the_bundle_labels_most_full_size_photos_correctly(bundle_dir: Path) -> None:
+    """The pipeline's own bundle (three epochs on 240 photos) on the 50 full-size uploads."""
+    manifest = json.loads((bundle_dir / "model.json").read_text())
+    graph = ort.InferenceSession(str(bundle_dir / "model.onnx"))
+    photos = fullres_photos()
+    pixels = to_batch([load(path.read_bytes(), manifest["input"]["size"]) for path, _ in photos])
+    said = graph.run(None, {"image": pixels})[0].argmax(1)
+    correct = sum(
+        manifest["classes"][i] == label for i, (_, label) in zip(said, photos, strict=True)
+    )
+    assert correct / len(photos) >= 0.8, f"only {correct}/{len(photos)} photos labelled right"
