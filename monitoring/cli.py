@@ -12,16 +12,26 @@ import json
 import os
 import sys
 from collections.abc import Iterator, Sequence
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
 from contracts import drift
 from monitoring import traffic
 from monitoring.history import append_history, plot_history
-from monitoring.report import build_report, thresholds
-from monitoring.source import read_window
+from monitoring.report import build_report
+from monitoring.schema import (
+    AccuracyAlert,
+    Artifacts,
+    Drift,
+    DriftAlert,
+    Period,
+    Report,
+    Sources,
+    Thresholds,
+)
 from monitoring.timewindow import parse_moment
-from serving.store import StoreConfig
+from serving.store import StoreConfig, TimeRange, read_predictions
 
 REPORT_NAME = "monitor.json"
 HISTORY_NAME = "monitor-history.jsonl"
@@ -85,96 +95,108 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def run(args: argparse.Namespace, now: datetime | None = None) -> dict:
-    """Build the report, write it, append the history line and draw the PNG."""
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat(timespec="seconds") if moment else None
+
+
+def build(args: argparse.Namespace, now: datetime | None = None) -> Report:
+    """Read the window from the store (read-only) and compute the report."""
     now = now or datetime.now(UTC)
     since = parse_moment(args.since, now) if args.since else None
     until = parse_moment(args.until, now) if args.until else None
     config = StoreConfig.from_env(database_url=args.database_url, path=args.store)
-    window = read_window(config, since, until, args.model_version)
+    predictions = read_predictions(config, TimeRange(since, until, args.model_version))
     manifest = load_manifest(args.model_dir, args.reference)
-    limits = thresholds(args.psi_warn, args.psi_alert, args.accuracy_alert, args.min_labelled)
-    figures = build_report(
-        window.predictions, window.truths, manifest, min_samples=args.min_samples, limits=limits
+    limits = Thresholds(args.psi_warn, args.psi_alert, args.accuracy_alert, args.min_labelled)
+    figures = build_report(predictions, manifest, min_samples=args.min_samples, limits=limits)
+    manifest_path = args.reference or args.model_dir / "model.json"
+    return Report(
+        generated_at=_iso(now) or "",
+        window=Period(since=_iso(since), until=_iso(until)),
+        sources=Sources(store=config.describe(), manifest=str(manifest_path) if manifest else None),
+        figures=figures,
     )
-    report = {
-        "generated_at": now.isoformat(timespec="seconds"),
-        "window": {
-            "since": since.isoformat(timespec="seconds") if since else None,
-            "until": until.isoformat(timespec="seconds") if until else None,
-        },
-        "sources": {
-            "store": config.describe(),
-            "manifest": str(args.reference or args.model_dir / "model.json") if manifest else None,
-        },
-        **figures,
-    }
+
+
+def _given(path: Path) -> bool:
+    """False for `--history ''` or `--plot ''` (argparse makes '' the path '.')."""
+    return str(path) not in ("", ".")
+
+
+def write(report: Report, args: argparse.Namespace) -> Artifacts:
+    """Write the JSON report, append the history line and draw the PNG (unless skipped)."""
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    artifacts = {"report": str(args.out), "history": None, "plot": None, "plot_skipped": False}
-    report["artifacts"] = artifacts
-    if str(args.history) not in ("", "."):
-        history = append_history(args.history, report)
-        artifacts["history"] = str(args.history)
-        if str(args.plot) not in ("", "."):
-            if plot_history(history, args.plot, report["thresholds"]):
-                artifacts["plot"] = str(args.plot)
-            else:
-                artifacts["plot_skipped"] = True
-    return report
+    args.out.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
+    if not _given(args.history):
+        return Artifacts(report=args.out)
+    history = append_history(args.history, report)
+    if not _given(args.plot):
+        return Artifacts(report=args.out, history=args.history)
+    drawn = plot_history(history, args.plot, report.figures.thresholds)
+    return Artifacts(
+        report=args.out,
+        history=args.history,
+        plot=args.plot if drawn else None,
+        plot_skipped=not drawn,
+    )
+
+
+def run(args: argparse.Namespace, now: datetime | None = None) -> tuple[Report, Artifacts]:
+    """Build the report and write it, its history line and the PNG."""
+    report = build(args, now)
+    return report, write(report, args)
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def describe(report: dict) -> Iterator[str]:
-    """A few human-readable lines about the report, for the terminal."""
-    counts, perf = report["counts"], report["performance"]
-    yield (
-        f"status {report['status'].upper()}: {counts['predictions']} predictions, "
-        f"{counts['labelled']} labelled, accuracy {_fmt(perf['accuracy'])}, "
-        f"F1 (macro) {_fmt(perf['f1_macro'])}, "
-        f"latency p95 {_fmt(report['latency_ms']['p95'], 1)} ms"
-    )
-    psi, noise = report["drift"]["psi"], report["drift"]["noise_p95"]
+def _alert_line(alert: DriftAlert | AccuracyAlert) -> str:
+    what = alert.feature if isinstance(alert, DriftAlert) else "accuracy"
+    noisy = isinstance(alert, DriftAlert) and alert.within_noise
+    note = " - within sampling noise: widen the window" if noisy else ""
+    return f"ALERT {alert.alert} {what}: {alert.value:.3f} (threshold {alert.threshold}){note}"
+
+
+def _drift_line(d: Drift) -> str:
     parts = [
-        f"{k} {v:.3f} ({report['drift']['levels'][k]}; noise p95 {_fmt(noise.get(k), 2)})"
-        for k, v in psi.items()
+        f"{k} {v:.3f} ({d.levels[k]}; noise p95 {_fmt(d.noise_p95.get(k), 2)})"
+        for k, v in d.psi.items()
     ]
-    missing = report["drift"]["not_computed"]
+    missing = f"; not computed: {', '.join(d.not_computed)}" if d.not_computed else ""
+    return "drift PSI: " + (", ".join(parts) if parts else "none computed") + missing
+
+
+def describe(report: Report, artifacts: Artifacts) -> Iterator[str]:
+    """A few human-readable lines about the report, for the terminal."""
+    f = report.figures
     yield (
-        "drift PSI: "
-        + (", ".join(parts) if parts else "none computed")
-        + (f"; not computed: {', '.join(missing)}" if missing else "")
+        f"status {f.status.upper()}: {f.counts.predictions} predictions, "
+        f"{f.counts.labelled} labelled, accuracy {_fmt(f.performance.accuracy)}, "
+        f"F1 (macro) {_fmt(f.performance.f1_macro)}, "
+        f"latency p95 {_fmt(f.latency_ms.p95, 1)} ms"
     )
-    for alert in report["alerts"]:
-        what = alert.get("feature", "accuracy")
-        note = " - within sampling noise: widen the window" if alert.get("within_noise") else ""
-        yield (
-            f"ALERT {alert['alert']} {what}: {alert['value']:.3f} "
-            f"(threshold {alert['threshold']}){note}"
-        )
-    art = report["artifacts"]
-    yield f"report: {art['report']}"
-    if art["history"]:
-        yield f"history: {art['history']}"
-    if art["plot"]:
-        yield f"plot: {art['plot']}"
-    elif art["plot_skipped"]:
+    yield _drift_line(f.drift)
+    yield from (_alert_line(alert) for alert in f.alerts)
+    yield f"report: {artifacts.report}"
+    if artifacts.history:
+        yield f"history: {artifacts.history}"
+    if artifacts.plot:
+        yield f"plot: {artifacts.plot}"
+    elif artifacts.plot_skipped:
         yield "plot: skipped (matplotlib not installed)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.command == "simulate":
-        stats = traffic.simulate(args)
-        print(json.dumps(stats, indent=2))
-        return 1 if stats["answered"] == 0 else 0
-    report = run(args)
-    for line in describe(report):
+        tally = traffic.simulate(args)
+        print(json.dumps(asdict(tally), indent=2))
+        return 1 if tally.answered == 0 else 0
+    report, artifacts = run(args)
+    for line in describe(report, artifacts):
         print(line)
-    return 2 if args.fail_on_alert and report["alerts"] else 0
+    return 2 if args.fail_on_alert and report.figures.alerts else 0
 
 
 if __name__ == "__main__":

@@ -11,27 +11,29 @@ from pathlib import Path
 import numpy as np
 
 from contracts import drift
+from monitoring.schema import Report, Thresholds
 
 
-def summary_line(report: dict) -> dict:
+def summary_line(report: Report) -> dict:
     """The one-line summary appended to the history file."""
-    psi = report["drift"]["psi"]
+    figures = report.figures
+    psi = figures.drift.psi
     return {
-        "generated_at": report["generated_at"],
-        "since": report["window"]["since"],
-        "until": report["window"]["until"],
-        "model_version": report["model"]["version"],
-        "predictions": report["counts"]["predictions"],
-        "labelled": report["counts"]["labelled"],
-        "accuracy": report["performance"]["accuracy"],
-        "f1_macro": report["performance"]["f1_macro"],
-        "latency_p95_ms": report["latency_ms"]["p95"],
+        "generated_at": report.generated_at,
+        "since": report.window.since,
+        "until": report.window.until,
+        "model_version": figures.model.version,
+        "predictions": figures.counts.predictions,
+        "labelled": figures.counts.labelled,
+        "accuracy": figures.performance.accuracy,
+        "f1_macro": figures.performance.f1_macro,
+        "latency_p95_ms": figures.latency_ms.p95,
         **{f"psi_{feature}": psi.get(feature) for feature in drift.FEATURES},
-        "status": report["status"],
+        "status": figures.status,
     }
 
 
-def plot_history(history: list[dict], path: Path, thresholds: dict) -> bool:
+def plot_history(history: list[dict], path: Path, thresholds: Thresholds) -> bool:
     """Accuracy and PSI per report over time, as a PNG. False when matplotlib is missing."""
     try:
         import matplotlib
@@ -44,15 +46,15 @@ def plot_history(history: list[dict], path: Path, thresholds: dict) -> bool:
     fig, (ax_acc, ax_psi) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
     acc = [h.get("accuracy") if h.get("accuracy") is not None else np.nan for h in history]
     ax_acc.plot(x, acc, marker="o", label="live accuracy")
-    ax_acc.axhline(thresholds["accuracy_alert"], color="red", linestyle="--", label="alert")
+    ax_acc.axhline(thresholds.accuracy_alert, color="red", linestyle="--", label="alert")
     ax_acc.set_ylabel("accuracy")
     ax_acc.set_ylim(0, 1.02)
     ax_acc.legend(loc="lower left")
     for feature in drift.FEATURES:
         values = [h.get(f"psi_{feature}") for h in history]
         ax_psi.plot(x, [np.nan if v is None else v for v in values], marker="o", label=feature)
-    ax_psi.axhline(thresholds["psi_warn"], color="orange", linestyle="--", label="warn")
-    ax_psi.axhline(thresholds["psi_alert"], color="red", linestyle="--", label="alert")
+    ax_psi.axhline(thresholds.psi_warn, color="orange", linestyle="--", label="warn")
+    ax_psi.axhline(thresholds.psi_alert, color="red", linestyle="--", label="alert")
     ax_psi.set_ylabel("PSI")
     ax_psi.set_yscale("symlog", linthresh=0.1)  # linear near the thresholds, log above
     highest = max([h.get(f"psi_{f}") or 0.0 for h in history for f in drift.FEATURES] + [0.3])
@@ -70,7 +72,7 @@ def plot_history(history: list[dict], path: Path, thresholds: dict) -> bool:
     return True
 
 
-def append_history(path: Path, report: dict) -> list[dict]:
+def append_history(path: Path, report: Report) -> list[dict]:
     """Append the report's summary line; returns the whole history, oldest first."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as fh:

@@ -4,7 +4,7 @@ The folder holds either one subfolder per class (`cat/`, `Dog/`: the name, lower
 the label) or Kaggle-style flat files (`cat.12.jpg`: the label is the name before the
 first dot). `simulate` returns what the client itself saw (sent, answered, correct), so
 the monitoring report can be checked against it. Run it as `python -m monitoring
-simulate` or `python scripts/simulate_traffic.py`.
+simulate --data FOLDER`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import io
 import os
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -79,73 +79,97 @@ def plan(photos: list[Photo], count: int | None, only_class: str | None, seed: i
     return [order[i % len(order)] for i in range(count)]
 
 
-def simulate(args: argparse.Namespace) -> dict:
+@dataclass
+class Tally:
+    """What the client itself saw, so the monitoring report can be checked against it."""
+
+    sent: int = 0
+    answered: int = 0
+    errors: int = 0
+    correct: int = 0
+    feedback_sent: int = 0
+    feedback_errors: int = 0
+    by_true_label: dict[str, int] = field(default_factory=dict)
+    error_samples: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    accuracy_seen: float | None = None
+
+    def error(self, message: str) -> None:
+        self.errors += 1
+        if len(self.error_samples) < 5:
+            self.error_samples.append(message)
+
+
+def _pace(start: float, i: int, rate: float) -> None:
+    """Sleep until request `i` is due at `rate` per second (0: no pause)."""
+    if rate > 0:
+        delay = start + i / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+
+
+def _predict(client: httpx.Client, photo: Photo, data: bytes, tally: Tally) -> str | None:
+    """Send one photo; the request id of a 200 answer (None after an error, counted)."""
+    tally.sent += 1
+    tally.by_true_label[photo.label] = tally.by_true_label.get(photo.label, 0) + 1
+    try:
+        resp = client.post("/predict", files={"file": (photo.path.name, data, "image/jpeg")})
+    except httpx.HTTPError as exc:
+        tally.error(f"{photo.path.name}: {exc!r}")
+        return None
+    if resp.status_code != 200:
+        tally.error(f"{photo.path.name}: HTTP {resp.status_code} {resp.text[:200]}")
+        return None
+    body = resp.json()
+    tally.answered += 1
+    tally.correct += int(body.get("label") == photo.label)
+    return body.get("request_id") or None
+
+
+def _feedback(client: httpx.Client, request_id: str, label: str, tally: Tally) -> None:
+    try:
+        fb = client.post("/feedback", json={"request_id": request_id, "label": label})
+        ok = fb.status_code in (200, 201, 204)
+    except httpx.HTTPError:
+        ok = False
+    if ok:
+        tally.feedback_sent += 1
+    else:
+        tally.feedback_errors += 1
+
+
+def simulate(args: argparse.Namespace) -> Tally:
     """Send the planned photos at `args.rate` per second; post feedback for a share of them."""
     photos = plan(collect_photos(args.data), args.count, args.only_class, args.seed)
     rng = random.Random(args.seed + 1)
     headers = {"X-API-Key": args.api_key} if args.api_key else {}
     shifted = args.grayscale or args.darken is not None
-    stats = {
-        "sent": 0,
-        "answered": 0,
-        "errors": 0,
-        "correct": 0,
-        "feedback_sent": 0,
-        "feedback_errors": 0,
-        "by_true_label": {},
-        "error_samples": [],
-    }
+    tally = Tally()
     start = time.monotonic()
     with httpx.Client(base_url=args.url.rstrip("/"), headers=headers, timeout=args.timeout) as cl:
         for i, photo in enumerate(photos):
-            if args.rate > 0:
-                delay = start + i / args.rate - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
+            _pace(start, i, args.rate)
             data = photo.path.read_bytes()
             if shifted:
                 data = shift_image(data, args.grayscale, args.darken)
-            stats["sent"] += 1
-            stats["by_true_label"][photo.label] = stats["by_true_label"].get(photo.label, 0) + 1
-            try:
-                resp = cl.post("/predict", files={"file": (photo.path.name, data, "image/jpeg")})
-            except httpx.HTTPError as exc:
-                _error(stats, f"{photo.path.name}: {exc!r}")
-                continue
-            if resp.status_code != 200:
-                _error(stats, f"{photo.path.name}: HTTP {resp.status_code} {resp.text[:200]}")
-                continue
-            body = resp.json()
-            stats["answered"] += 1
-            stats["correct"] += int(body.get("label") == photo.label)
-            if rng.random() >= args.feedback_share or not body.get("request_id"):
-                continue
-            try:
-                fb = cl.post(
-                    "/feedback", json={"request_id": body["request_id"], "label": photo.label}
-                )
-                ok = fb.status_code in (200, 201, 204)
-            except httpx.HTTPError:
-                ok = False
-            stats["feedback_sent" if ok else "feedback_errors"] += 1
-    stats["seconds"] = round(time.monotonic() - start, 3)
-    stats["accuracy_seen"] = stats["correct"] / stats["answered"] if stats["answered"] else None
-    return stats
-
-
-def _error(stats: dict, message: str) -> None:
-    stats["errors"] += 1
-    if len(stats["error_samples"]) < 5:
-        stats["error_samples"].append(message)
+            request_id = _predict(cl, photo, data, tally)
+            if request_id and rng.random() < args.feedback_share:
+                _feedback(cl, request_id, photo.label, tally)
+    tally.seconds = round(time.monotonic() - start, 3)
+    tally.accuracy_seen = tally.correct / tally.answered if tally.answered else None
+    return tally
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """The `simulate` subcommand's options."""
-    default_data = Path(__file__).resolve().parents[2] / "shared" / "data" / "fullres"
     ap = sub.add_parser("simulate", help="send labelled photos and post their true labels")
     ap.add_argument("--url", default=os.environ.get("SERVICE_URL", "http://127.0.0.1:8000"))
     ap.add_argument(
-        "--data", type=Path, default=default_data, help="class subfolders or label.N.jpg files"
+        "--data",
+        type=Path,
+        required=True,
+        help="a folder of labelled photos: class subfolders or label.N.jpg files "
+        "(tests/data/fullres in this repository)",
     )
     ap.add_argument("--rate", type=float, default=5.0, help="requests per second (0: no pause)")
     ap.add_argument("--count", type=int, default=None, help="requests (default: each photo once)")

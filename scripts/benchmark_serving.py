@@ -1,21 +1,22 @@
 """Load benchmark of the prediction service, against the original course design.
 
-`speed` (default): starts `python -m serving` (settings via --set KEY=VALUE) and the
-course's original server (../shared/anchors/naive_server.py: torch eager on the event
+`speed` (default): starts `python -m serving` (settings via --set KEY=VALUE) and, with
+--naive PATH, the course's original server (naive_server.py: torch eager on the event
 loop) side by side on free 127.0.0.1 ports, then runs the same clients against each in
-turn: N keep-alive connections POSTing the full-size JPEGs of --photos to /predict as
-multipart uploads for --duration seconds. Prints req/s, p50/p99 latency, non-200
+turn: N keep-alive connections POSTing the full-size JPEGs of --photos (default
+tests/data/fullres) to /predict as multipart uploads for --duration seconds. Prints req/s, p50/p99 latency, non-200
 answers and peak resident memory (all processes of the server) for both, and the ratio.
 
 `triggers`: the issue-9 load check. N clients upload good photos alone, then the same N
 clients mix in (--trigger-share of their requests) every input that once crashed or
-exhausted the service (scripts/serving_load.py). Prints the good photos' throughput both
+exhausted the service (loadtest/payloads.py). Prints the good photos' throughput both
 times and its drop, the answers to each trigger, any 5xx, and peak memory.
 
 `tensors`: N clients sending valid V2 FP32 requests of 10 images (13 MB of JSON each);
 prints the answers and peak memory (the bodies-in-flight budget at work).
 
-    .venv/bin/python scripts/benchmark_serving.py --model-dir models/export --duration 30
+    .venv/bin/python scripts/benchmark_serving.py --model-dir models/export --duration 30 \
+        --naive ../shared/anchors/naive_server.py
     .venv/bin/python scripts/benchmark_serving.py --model-dir models/export --mode triggers --duration 60
 """
 
@@ -25,132 +26,35 @@ import argparse
 import asyncio
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
-import time
-import urllib.request
 from pathlib import Path
 
-from serving_load import fp32_tensors, good_photos, run_clients, summary, triggers
+from loadtest.clients import run_clients, summary
+from loadtest.payloads import fp32_tensors, good_photos, triggers
+from loadtest.processes import PeakMemory, free_port, start, stop, tree_cpu_s
 
 ROOT = Path(__file__).resolve().parents[1]
-NAIVE = ROOT.parent / "shared" / "anchors" / "naive_server.py"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def tree_pids(pid: int) -> list[int]:
-    """A process and all its descendants (uvicorn workers)."""
-    pids, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        pids.append(p)
-        try:
-            todo += [int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split()]
-        except OSError:
-            continue
-    return pids
-
-
-def tree_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process tree so far."""
-    total = 0.0
-    for p in tree_pids(pid):
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
-
-def tree_rss_mb(pid: int) -> float:
-    """Resident memory of a process tree, in MB."""
-    total = 0
-    for p in tree_pids(pid):
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            continue
-    return total / 1024.0
-
-
-class PeakMemory:
-    """Samples a process tree's RSS every 0.1 s in a thread; `.peak` in MB."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid, self.peak, self._stop = pid, 0.0, threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, tree_rss_mb(self.pid))
-            self._stop.wait(0.1)
-
-    def __enter__(self) -> PeakMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-def start(command: list[str], port: int, env: dict[str, str], cwd: Path) -> subprocess.Popen:
-    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            sys.exit(f"{' '.join(command)} exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/docs", timeout=1):
-                return process
-        except OSError:
-            time.sleep(0.3)
-    process.kill()
-    sys.exit(f"{' '.join(command)} did not answer in 120 s")
+PHOTOS = ROOT / "tests" / "data" / "fullres"  # the 50 full-size uploads, committed
 
 
 def start_service(port: int, model_dir: str, settings: list[str]) -> subprocess.Popen:
+    """`python -m serving` on `port` with a fresh store, once it is ready (model loaded)."""
     logs = Path(tempfile.mkdtemp(prefix="cats-dogs-benchmark-"))  # a fresh store per run
     env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "MODEL_DIR": model_dir,
            "LOG_LEVEL": "warning", "STORE_PATH": str(logs / "store.sqlite3"),
            "DATABASE_URL": ""}  # fmt: skip
     env.update(item.split("=", 1) for item in settings)
-    process = start([sys.executable, "-m", "serving"], port, env, ROOT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # /docs answers before the model is ready
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=1):
-                return process
-        except OSError:
-            time.sleep(0.2)
-    sys.exit("The service did not become ready.")
+    ready = f"http://127.0.0.1:{port}/health/ready"
+    return start([sys.executable, "-m", "serving"], ready, env, ROOT)
 
 
-def start_naive(port: int) -> subprocess.Popen:
-    command = [sys.executable, "-m", "uvicorn", "naive_server:app", "--host", "127.0.0.1",
+def start_naive(port: int, naive: Path) -> subprocess.Popen:
+    """The course's original server (`naive_server.py`, torch eager on the event loop)."""
+    command = [sys.executable, "-m", "uvicorn", f"{naive.stem}:app", "--host", "127.0.0.1",
                "--port", str(port), "--log-level", "warning"]  # fmt: skip
-    return start(command, port, dict(os.environ), NAIVE.parent)
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    return start(command, f"http://127.0.0.1:{port}/docs", dict(os.environ), naive.parent)
 
 
 def measure(
@@ -171,7 +75,7 @@ def measure(
 def speed(args: argparse.Namespace, photos: list[Path]) -> dict:
     port, naive_port = free_port(), free_port()
     service = start_service(port, args.model_dir, args.set)
-    naive = start_naive(naive_port) if not args.no_naive else None
+    naive = start_naive(naive_port, args.naive) if args.naive else None
     rows = {}
     try:
         rows["service"] = measure(service, port, [(good_photos(photos, port), args.clients)],
@@ -282,22 +186,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mode", choices=["speed", "triggers", "tensors"], default="speed")
     parser.add_argument("--model-dir", default="models/export")
-    parser.add_argument("--photos", default=str(ROOT.parent / "shared/data/fullres"))
+    parser.add_argument(
+        "--photos", type=Path, default=PHOTOS, help="a folder of JPEGs [%(default)s]"
+    )
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of untimed load")
     parser.add_argument("--set", action="append", default=[], help="service env KEY=VALUE")
     parser.add_argument("--rounds", type=int, default=3, help="triggers mode: alternations")
     parser.add_argument("--trigger-share", type=float, default=0.2, help="triggers mode")
-    parser.add_argument("--no-naive", action="store_true", help="skip the course design")
+    parser.add_argument("--naive", type=Path, default=None,
+                        help="speed mode: the course's naive_server.py to compare with "
+                        "(../shared/anchors/naive_server.py on the team's machines)")  # fmt: skip
     parser.add_argument("--json", help="write the results here as JSON")
     args = parser.parse_args()
-    photos = sorted(Path(args.photos).glob("*.jpg"))
+    photos = sorted(args.photos.glob("*.jpg"))
     if not photos:
         sys.exit(f"No JPEGs in {args.photos}")
+    if args.naive and not args.naive.is_file():
+        sys.exit(f"No such file: {args.naive} (--naive wants the course's naive_server.py)")
     print(f"load before: {os.getloadavg()[0]:.2f} (1-min average), {os.cpu_count()} CPUs")
     modes = {"speed": speed, "triggers": trigger_check, "tensors": tensor_check}
-    result = modes[args.mode](args, photos)
+    try:
+        result = modes[args.mode](args, photos)
+    except RuntimeError as exc:  # a server that would not start
+        sys.exit(str(exc))
     print(f"load after: {os.getloadavg()[0]:.2f}")
     if args.json:
         Path(args.json).write_text(

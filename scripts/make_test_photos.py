@@ -9,7 +9,7 @@ real photographs is committed under tests/data/. This script is how that set was
 - tests/data/fullres/{cat,dog}.N.jpg: the full-size uploads from ../shared/data/fullres,
   byte for byte (EXIF-free originals, 100 to 500 px a side): what a user would send.
 
-Usage: python scripts/make_test_photos.py [--shared ../shared/data]
+Usage: python scripts/make_test_photos.py --shared ../shared/data
 """
 
 from __future__ import annotations
@@ -44,7 +44,12 @@ def downscale(source: Path) -> bytes:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument(
+        "--shared",
+        type=Path,
+        required=True,
+        help="the sample data holding cats_dogs/ and fullres/ (../shared/data on the team's machines)",
+    )
     args = parser.parse_args()
     if not (args.shared / "cats_dogs").is_dir():
         raise SystemExit(

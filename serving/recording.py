@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from serving.feedback import record_feedback
 from serving.inference.prediction import Prediction
 from serving.settings import Settings
-from serving.store import PredictionRecord, Store, Window
+from serving.store import PredictionRecord, RecentWindow, Store
 
 
 def as_record(prediction: Prediction) -> PredictionRecord:
@@ -52,7 +52,7 @@ class Recorder:
             self.store, self.classes, request_id, label, self.settings.retry_after_s
         )
 
-    def window(self) -> Window:
+    def window(self) -> RecentWindow:
         """The newest predictions and labels of all replicas (blocking, cached briefly)."""
         return self.store.window()
 

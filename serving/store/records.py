@@ -86,7 +86,7 @@ class FeedbackOutcome:
 
 
 @dataclass
-class Window:
+class RecentWindow:
     """The newest predictions (all replicas) and labelled ones, for live gauges."""
 
     labels: list[str] = field(default_factory=list)

@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from serving.store.config import StoreConfig
 from serving.store.database import Database, StoreError
 from serving.store.metrics import StoreMetrics
-from serving.store.records import FeedbackOutcome, PredictionRecord, Window
+from serving.store.records import FeedbackOutcome, PredictionRecord, RecentWindow
 from serving.store.writer import PredictionWriter
 
 log = logging.getLogger("serving.store")
@@ -52,7 +52,7 @@ class Store:
         self.metrics.watch(lambda: self.writer.queued, lambda: float(self.writer.available))
         self._schema_ready = False
         self._schema_lock = threading.Lock()
-        self._window = Window()
+        self._window = RecentWindow()
         self._window_at = float("-inf")
         self._window_lock = threading.Lock()
 
@@ -149,7 +149,7 @@ class Store:
 
     # -- live window --------------------------------------------------------------------
 
-    def window(self) -> Window:
+    def window(self) -> RecentWindow:
         """The newest `window` predictions and labels of all replicas, cached a few seconds.
 
         When the store is down the last window read is returned (the gauges go stale
@@ -165,7 +165,7 @@ class Store:
             self._window_at = time.monotonic()
             return self._window
 
-    def _read_window(self) -> Window:
+    def _read_window(self) -> RecentWindow:
         self.ensure_schema()
         n = self.config.window
         with self.db.transaction() as cur:
@@ -179,7 +179,7 @@ class Store:
                 (n,),
             ).fetchone()
         rows.reverse()  # oldest first, as the traffic came
-        return Window(
+        return RecentWindow(
             labels=[r[0] for r in rows],
             confidences=[r[1] for r in rows],
             brightness=[r[2] for r in rows],

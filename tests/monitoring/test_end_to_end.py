@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from contracts import drift
-from serving.store import StoreConfig
+from serving.store import StoreConfig, read_predictions
 from tests.helpers.photos import FULLRES_DIR, SAMPLE_DIR
 from tests.helpers.servers import start_service
 
@@ -57,10 +57,12 @@ def live_service(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 def _stored_feedback(service: dict) -> dict[str, str]:
     """Request id -> true label, read from the service's store as the report reads it."""
-    from monitoring.source import read_window
-
     config = StoreConfig(path=Path(service["env"]["STORE_PATH"]))
-    return read_window(config).truths
+    return {
+        p.record.request_id: p.true_label
+        for p in read_predictions(config)
+        if p.true_label is not None
+    }
 
 
 @pytest.mark.slow
@@ -97,7 +99,7 @@ def test_feedback_endpoint_edge_cases(live_service: dict) -> None:
 
 def _simulate(service: dict, *args: str) -> dict:
     done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "simulate_traffic.py"),
+        [sys.executable, "-m", "monitoring", "simulate",
          "--url", service["url"], "--api-key", API_KEY, "--rate", "0", *args],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip

@@ -124,40 +124,40 @@ def test_report_figures_match_a_hand_computed_case(small_store: dict, tmp_path: 
     args = cli.parse_args(
         _monitor_args(small_store, tmp_path / "out", "--min-samples", "5", "--min-labelled", "5")
     )
-    report = cli.run(args)
-    assert json.loads((tmp_path / "out" / "report.json").read_text()) == {
-        k: v for k, v in report.items() if k != "artifacts"
-    }
-    assert report["counts"]["predictions"] == 6  # r1..r6; r0 outside, r3 once
-    assert report["counts"]["labelled"] == 5
-    assert report["counts"]["unlabelled"] == 1
-    assert report["sources"]["store"] == f"sqlite:{small_store['store']}"
+    report, artifacts = cli.run(args)
+    assert artifacts.report == tmp_path / "out" / "report.json"
+    assert json.loads(artifacts.report.read_text()) == report.to_json()
+    figures = report.figures
+    assert figures.counts.predictions == 6  # r1..r6; r0 outside, r3 once
+    assert figures.counts.labelled == 5
+    assert figures.counts.unlabelled == 1
+    assert report.sources.store == f"sqlite:{small_store['store']}"
 
-    perf = report["performance"]
+    perf = figures.performance
     # Rows true, columns predicted: true cat -> r1 cat, r4 dog; true dog -> r2 cat, r3, r5 dog.
-    assert perf["confusion_matrix"]["matrix"] == [[1, 1], [1, 2]]
-    assert perf["accuracy"] == pytest.approx(3 / 5)  # r1, r3, r5 right
+    assert perf.confusion_matrix.matrix == [[1, 1], [1, 2]]
+    assert perf.accuracy == pytest.approx(3 / 5)  # r1, r3, r5 right
     # precision: cat 1 / (1 + 1) = 0.5; dog 2 / (1 + 2) = 0.6667
-    assert perf["precision"] == pytest.approx({"cat": 0.5, "dog": 2 / 3})
+    assert perf.precision == pytest.approx({"cat": 0.5, "dog": 2 / 3})
     # recall: cat 1 / 2 = 0.5; dog 2 / 3
-    assert perf["recall"] == pytest.approx({"cat": 0.5, "dog": 2 / 3})
+    assert perf.recall == pytest.approx({"cat": 0.5, "dog": 2 / 3})
     # F1 = 2PR / (P + R): cat 0.5, dog 2/3; macro (0.5 + 0.6667) / 2 = 0.58333
-    assert perf["f1"] == pytest.approx({"cat": 0.5, "dog": 2 / 3})
-    assert perf["f1_macro"] == pytest.approx(7 / 12)
+    assert perf.f1 == pytest.approx({"cat": 0.5, "dog": 2 / 3})
+    assert perf.f1_macro == pytest.approx(7 / 12)
 
     # Latencies 10, 20, 30, 40, 50, 100 (linear interpolation, positions q * (6 - 1)):
     # p50 at 2.5 -> 30 + 0.5 * 10 = 35; p95 at 4.75 -> 50 + 0.75 * 50 = 87.5;
     # p99 at 4.95 -> 50 + 0.95 * 50 = 97.5
-    lat = report["latency_ms"]
-    assert (lat["p50"], lat["p95"], lat["p99"]) == pytest.approx((35.0, 87.5, 97.5))
+    lat = figures.latency_ms
+    assert (lat.p50, lat.p95, lat.p99) == pytest.approx((35.0, 87.5, 97.5))
 
-    live = report["predictions"]
-    assert live["class_shares"] == {"cat": 0.5, "dog": 0.5}  # r1, r2, r6 cat of six
+    live = figures.predictions
+    assert live.class_shares == {"cat": 0.5, "dog": 0.5}  # r1, r2, r6 cat of six
     # confidences 0.90 0.80 0.95 0.70 0.99 0.60 in [0.5, 0.75) and [0.75, 1.0]: 2 and 4
-    assert live["confidence_histogram"]["counts"] == [2, 4]
-    assert live["brightness_histogram"]["counts"] == [4, 2]  # 0.15 .. 0.45 | 0.55, 0.65
+    assert live.confidence_histogram.counts == [2, 4]
+    assert live.brightness_histogram.counts == [4, 2]  # 0.15 .. 0.45 | 0.55, 0.65
 
-    psi = report["drift"]["psi"]
+    psi = figures.drift.psi
     # confidence: reference [2, 8], live [2, 4] -> 0.082596 (see the PSI test above)
     assert psi["confidence"] == pytest.approx(0.082596, abs=1e-6)
     # brightness: ref [5, 5] +0.5 -> [0.5, 0.5]; live [4, 2] +0.5 -> [4.5, 2.5] / 7
@@ -169,19 +169,29 @@ def test_report_figures_match_a_hand_computed_case(small_store: dict, tmp_path: 
     #   PSI = -0.272727 * ln(0.5 / 0.772727) + 0.272727 * ln(0.5 / 0.227273)
     #       = 0.272727 * (0.435318 + 0.788457) = 0.333757
     assert psi["class_share"] == pytest.approx(0.333757, abs=1e-6)
-    assert report["drift"]["levels"] == {"class_share": "alert", "confidence": "ok",
+    assert figures.drift.levels == {"class_share": "alert", "confidence": "ok",
                                          "brightness": "ok"}  # fmt: skip
 
     # Sampling noise at six predictions and a ten-photo reference is large: the class-share
     # PSI of 0.33 is within it, which the report says next to the figure.
-    noise = report["drift"]["noise_p95"]
+    noise = figures.drift.noise_p95
     assert set(noise) == {"class_share", "confidence", "brightness"}
     assert noise["class_share"] > psi["class_share"]
 
-    alerts = {(a["alert"], a.get("feature")) for a in report["alerts"]}
+    alerts = {(a.alert, getattr(a, "feature", None)) for a in figures.alerts}
     assert alerts == {("CatsDogsModelDrift", "class_share"), ("CatsDogsLiveAccuracyLow", None)}
-    assert report["alerts"][0]["within_noise"] is True
-    assert report["status"] == "alert"
+    assert figures.alerts[0].within_noise is True
+    assert figures.status == "alert"
+
+    # The JSON keeps the shape docs/monitoring.md describes.
+    written = report.to_json()
+    assert list(written)[:4] == ["generated_at", "window", "sources", "status"]
+    assert written["alerts"][0] == {
+        "alert": "CatsDogsModelDrift", "feature": "class_share", "value": psi["class_share"],
+        "threshold": 0.2, "within_noise": True,
+    }  # fmt: skip
+    assert written["performance"]["confusion_matrix"]["matrix"] == [[1, 1], [1, 2]]
+    assert written["thresholds"]["min_labelled"] == 5
 
 
 def test_cli_appends_history_and_draws_the_plot(small_store: dict, tmp_path: Path) -> None:
@@ -238,19 +248,20 @@ def test_report_reads_a_postgres_store_the_same_way(small_store: dict, tmp_path:
         _fill(StoreConfig(database_url=url, flush_ms=10))
         args = _monitor_args(small_store, tmp_path / "pg", "--min-samples", "5")
         args[args.index("--database-url") + 1] = url
-        from_pg = cli.run(cli.parse_args(args))
-    from_sqlite = cli.run(cli.parse_args(_monitor_args(small_store, tmp_path / "lite",
-                                                       "--min-samples", "5")))  # fmt: skip
-    assert from_pg["sources"]["store"].startswith("postgresql://store@127.0.0.1:")
-    assert "store-pass" not in json.dumps(from_pg)  # the password never reaches a report
-    for key in ("counts", "performance", "latency_ms", "predictions", "drift", "alerts"):
-        assert from_pg[key] == from_sqlite[key], key
+        from_pg, _ = cli.run(cli.parse_args(args))
+    from_sqlite, _ = cli.run(cli.parse_args(_monitor_args(small_store, tmp_path / "lite",
+                                                          "--min-samples", "5")))  # fmt: skip
+    assert from_pg.sources.store.startswith("postgresql://store@127.0.0.1:")
+    assert "store-pass" not in json.dumps(from_pg.to_json())  # no password in a report
+    assert from_pg.figures.counts.predictions == 6
+    assert from_pg.figures == from_sqlite.figures
 
 
 def test_report_on_an_empty_store_says_so(tmp_path: Path) -> None:
     args = cli.parse_args(["report", "--store", str(tmp_path / "new.sqlite3"),
                            "--database-url", "", "--out", str(tmp_path / "r.json"),
                            "--history", ""])  # fmt: skip
-    report = cli.run(args)
-    assert report["counts"]["predictions"] == 0 and report["status"] == "ok"
-    assert report["performance"]["accuracy"] is None
+    report, _ = cli.run(args)
+    assert report.figures.counts.predictions == 0 and report.figures.status == "ok"
+    assert report.figures.performance.accuracy is None
+    assert not (tmp_path / "new.sqlite3").exists()  # a report creates no store
