@@ -115,3 +115,19 @@ def test_a_tta_graph_averages_photo_and_mirror_also_in_int8(tmp_path: Path) -> N
     int8 = session(int8_path).run(None, {"image": batch})[0]
     assert np.allclose(int8.sum(1), 1.0, atol=1e-5)
     assert np.abs(int8 - fp32).max() < 0.1
+
+
+def test_the_same_model_exports_and_quantizes_to_the_same_bytes(tmp_path: Path) -> None:
+    """Same checkpoint, same bundle version: export and int8 calibration are deterministic."""
+    torch.manual_seed(0)
+    model = Served(small_cnn(2, channels=(8, 16), convs_per_stage=(1, 1)), tta=False).eval()
+    photos = np.stack(
+        [load(p.read_bytes(), 32) for label in LABELS for p in sample_photos(label, 8)]
+    )
+    digests = set()
+    for attempt in ("a", "b"):
+        fp32_path, int8_path = tmp_path / f"{attempt}.fp32.onnx", tmp_path / f"{attempt}.int8.onnx"
+        export_onnx(model, 32, fp32_path, opset=18)
+        quantize_int8(fp32_path, int8_path, photos, "minmax", ["softmax"], batch_size=8)
+        digests.add((fp32_path.read_bytes(), int8_path.read_bytes()))
+    assert len(digests) == 1
