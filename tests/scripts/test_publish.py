@@ -1,7 +1,7 @@
 """Data versioning through a real S3 API: dvc push to a bucket, wipe, dvc pull, compare.
 
 moto's standalone server plays S3 on 127.0.0.1; DVC talks to it with dvc-s3 exactly as
-it would to AWS or MinIO (README: "Your own S3 remote").
+it would to AWS or MinIO (docs/data.md: "Your own S3 remote").
 """
 
 from __future__ import annotations
