@@ -2,11 +2,13 @@
 # One-command set-up: a Python environment from requirements.txt (cached by the file's
 # hash, so a second run installs nothing) linked at .venv, this project installed into it
 # (editable, no dependencies: a second each run, so the cached venv always points at this
-# checkout), then the sample photographs pulled from the DVC remote into data/raw/.
+# checkout), then the photographs pulled from the default DVC remote into data/raw/.
 #
 # The pull is skipped, with a message, in CI (CI=true: the tests use the photographs
-# committed in tests/data), with SKIP_DVC_PULL=1, and when the default remote is a local
-# folder that is not there (the team's ../shared/dvc-store on another machine).
+# committed in tests/data) and with SKIP_DVC_PULL=1. Where the remote is a local folder
+# that is not there (the team's ../shared/dvc-store seen from a GitHub clone), it names
+# the command that fetches the public photos; a remote that fails (an S3 bucket without
+# credentials, say) stops set-up with the reason (scripts/pull_data.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,27 +44,8 @@ PYTHONWARNINGS=ignore .venv/bin/pip install --quiet --no-deps --no-build-isolati
   --disable-pip-version-check -e .
 flock --unlock 9
 
-# The DVC remote's URL when it is a local folder (relative paths are relative to .dvc/).
-local_remote_dir() {
-  local url
-  url=$(.venv/bin/dvc remote list 2>/dev/null | awk -v name="$(.venv/bin/dvc config core.remote 2>/dev/null)" \
-    '$1 == name {print $2}')
-  case "$url" in
-    "" | *://*) return 1 ;;
-    /*) echo "$url" ;;
-    *) echo ".dvc/$url" ;;
-  esac
-}
-
-if [ "${CI:-}" = true ] || [ "${SKIP_DVC_PULL:-0}" = 1 ]; then
-  echo "Skipping dvc pull of the sample photographs (CI=${CI:-} SKIP_DVC_PULL=${SKIP_DVC_PULL:-0}):"
-  echo "  the tests use tests/data; run 'dvc pull data/raw.dvc' for the full data set."
-elif dir=$(local_remote_dir) && [ ! -d "$dir" ]; then
-  echo "Skipping dvc pull: the default DVC remote is the folder $dir, which is not on this machine."
-  echo "  Add your own remote with the data (docs/deployment.md, 'Publish data and bundle'):"
-  echo "    dvc remote add -d --local myremote s3://bucket/path && dvc pull data/raw.dvc"
-else
-  echo "Pulling the sample photographs (dvc pull data/raw.dvc)"
-  .venv/bin/dvc pull data/raw.dvc
-fi
+# The photographs: the configured DVC remote first; where there is none (a GitHub clone:
+# the team's ../shared/dvc-store is not there) or it cannot be used, it says why and names
+# the command that fetches the public archive instead (scripts/pull_data.py, docs/data.md).
+.venv/bin/python scripts/pull_data.py
 echo "Ready. Activate with: source .venv/bin/activate"

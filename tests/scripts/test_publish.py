@@ -1,7 +1,7 @@
 """Data versioning through a real S3 API: dvc push to a bucket, wipe, dvc pull, compare.
 
 moto's standalone server plays S3 on 127.0.0.1; DVC talks to it with dvc-s3 exactly as
-it would to AWS or MinIO (README: "Your own S3 remote").
+it would to AWS or MinIO (docs/data.md: "Your own S3 remote").
 """
 
 from __future__ import annotations
@@ -9,46 +9,13 @@ from __future__ import annotations
 import hashlib
 import shutil
 import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
-
-import boto3
-import pytest
 
 from tests.helpers.commands import run, venv_env
 from tests.helpers.photos import LABELS, sample_photos
-from tests.helpers.servers import free_port, running, start_server
+from tests.helpers.s3 import CREDENTIALS, s3_client
 
 ROOT = Path(__file__).resolve().parents[2]
-
-CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
-
-
-@pytest.fixture()
-def s3_endpoint(tmp_path: Path) -> Iterator[str]:
-    """moto's S3 API on a free loopback port, stopped by PID after the test."""
-    port = free_port()
-    moto = [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)]
-    server = start_server(
-        moto, port, tmp_path / "moto.log", health_path="/", healthy=lambda status: status < 500
-    )
-    with running(server):
-        yield server.url
-
-
-def s3_client(endpoint: str):
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-        region_name=CREDENTIALS["AWS_DEFAULT_REGION"],
-    )
 
 
 def digests(folder: Path) -> dict[str, str]:
