@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -22,33 +21,6 @@ from stages.export import (
 from stages.models import small_cnn
 from stages.quantize import quantize_int8, session
 from tests.helpers.photos import LABELS, sample_photos
-
-DECLARED_FILES = [
-    "data/prepared/manifest.csv",
-    "data/prepared/train_images.npy",
-    "models/checkpoints/best.ckpt",
-    "models/checkpoints/mlflow_run.json",
-    "metrics/prepare.json",
-    "metrics/train.json",
-    "metrics/evaluate.json",
-    "metrics/export.json",
-    "metrics/review_labels.json",
-    "plots/review/disputed_labels.csv",
-    "plots/review/disputed_labels.png",
-    "plots/train/history.csv",
-    "plots/evaluate/confusion.csv",
-    "plots/evaluate/roc.csv",
-    "plots/evaluate/pr.csv",
-    "plots/evaluate/figures/misclassified.png",
-    "plots/evaluate/figures/confusion_matrix.png",
-    "models/export/model.onnx",
-    "models/export/model.json",
-    "dvc.lock",
-]
-
-
-def read_json(path: Path) -> dict:
-    return json.loads(path.read_text())
 
 
 def test_export_refuses_a_graph_that_disagrees_with_pytorch(tmp_path: Path) -> None:
