@@ -13,7 +13,6 @@ from collections.abc import Callable
 
 import numpy as np
 
-from contracts import imaging
 from serving.inference.batching import MicroBatcher
 from serving.inference.decoding import DecodePool
 from serving.inference.onnx_model import Model
@@ -30,13 +29,7 @@ class Engine:
         self, settings: Settings, on_batch: Callable[[int, float], None] | None = None
     ) -> None:
         self.settings = settings
-        self.limits = imaging.Limits(
-            max_bytes=settings.max_bytes,
-            max_pixels=settings.max_pixels,
-            max_decoded_bytes=settings.max_decoded_bytes,
-            min_side=settings.min_side,
-            formats=settings.allowed_formats,
-        )
+        self.limits = settings.image_limits
         self._on_batch = on_batch
         self.model: Model | None = None
         self.batcher: MicroBatcher | None = None
