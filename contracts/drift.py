@@ -12,7 +12,6 @@ sample would otherwise give ln(0) or, with a tiny floor, a huge term that is pur
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -25,9 +24,9 @@ ACCURACY_ALERT = 0.9
 MIN_LABELLED = 20
 # Fewest live values for a PSI figure. Sampling noise alone gives a PSI near
 # (bins used - 1) / n: about 0.24 at n = 30 for a histogram spread over 9 bins, 0.08 at
-# n = 100, 0.01 at n = 1000 (docs/monitoring.md). Env DRIFT_MIN_SAMPLES overrides it for
-# the service and the report alike (tests use small windows).
-MIN_SAMPLES = int(os.environ.get("DRIFT_MIN_SAMPLES", "") or 100)
+# n = 100, 0.01 at n = 1000 (docs/monitoring.md). The core reads no environment: the
+# service (setting DRIFT_MIN_SAMPLES) and the report (--min-samples) pass their own.
+MIN_SAMPLES = 100
 # Pseudo-count added to every bin of both distributions before taking shares.
 SMOOTHING = 0.5
 # Sample size assumed for reference class shares when model.json gives no `n`.

@@ -44,7 +44,7 @@ class Limits:
     max_pixels: int = 40_000_000
     min_side: int = 16
     formats: frozenset[str] = ALLOWED_FORMATS
-    max_decoded_bytes: int = 256 * 1024 * 1024
+    max_decoded_bytes: int = 64 * 1024 * 1024
 
 
 DEFAULT_LIMITS = Limits()

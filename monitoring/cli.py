@@ -68,7 +68,7 @@ def _report_parser(sub: argparse._SubParsersAction) -> None:
                     help=f"JSON-lines history to append to ('' to skip) [.../reports/{HISTORY_NAME}]")  # fmt: skip
     ap.add_argument("--plot", type=Path, default=None,
                     help=f"PNG of accuracy and drift over the history ('' to skip) [.../reports/{PLOT_NAME}]")  # fmt: skip
-    ap.add_argument("--min-samples", type=int, default=drift.MIN_SAMPLES,
+    ap.add_argument("--min-samples", type=int, default=int(os.environ.get("DRIFT_MIN_SAMPLES") or drift.MIN_SAMPLES),
                     help="fewest predictions for a PSI figure [env DRIFT_MIN_SAMPLES]")  # fmt: skip
     ap.add_argument("--psi-warn", type=float, default=drift.PSI_WARN)
     ap.add_argument("--psi-alert", type=float, default=drift.PSI_ALERT)

@@ -8,11 +8,14 @@ or a 503/504, never a 5xx: 500 is for the server's own faults.
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
@@ -77,25 +80,60 @@ class HttpRefusal(StarletteHTTPException):
         self.reason = reason
 
 
+@dataclass(frozen=True)
+class ErrorReply:
+    """One error as it goes on the wire: status, JSON body and headers."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str]
+
+
+def render_error(
+    reason: str,
+    message: str,
+    request_id: str | None,
+    *,
+    status: int | None = None,
+    retry_after_s: int | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> ErrorReply:
+    """The one renderer of `{"error", "reason", "request_id"}`, for the app and the middleware.
+
+    The status is the reason's (`STATUS`) unless given; a 503 says when to retry and a 401
+    which scheme to use.
+    """
+    body = json.dumps({"error": message, "reason": reason, "request_id": request_id})
+    out = dict(headers or {})
+    if retry_after_s is not None:
+        out["Retry-After"] = str(retry_after_s)
+    if reason == "unauthorized":
+        out["WWW-Authenticate"] = "Bearer"
+    return ErrorReply(status or status_of(reason), body.encode(), out)
+
+
 def error_response(
     request: Request | None,
     status: int,
     reason: str,
     message: str,
-    headers: dict[str, str] | None = None,
-) -> JSONResponse:
-    """Build the JSON error and note its reason for the access log and metrics."""
+    headers: Mapping[str, str] | None = None,
+    retry_after_s: int | None = None,
+) -> Response:
+    """The error as a response, its reason noted for the access log and metrics."""
     request_id = None
     if request is not None:
         request.state.error_reason = reason
         request_id = getattr(request.state, "request_id", None)
-    body = {"error": message, "reason": reason, "request_id": request_id}
-    return JSONResponse(body, status_code=status, headers=headers)
+    reply = render_error(
+        reason, message, request_id, status=status, retry_after_s=retry_after_s, headers=headers
+    )
+    return Response(reply.body, reply.status, reply.headers, media_type="application/json")
 
 
-def refusal_response(request: Request | None, exc: Refused) -> JSONResponse:
-    headers = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s is not None else None
-    return error_response(request, status_of(exc.reason), exc.reason, exc.message, headers)
+def refusal_response(request: Request | None, exc: Refused) -> Response:
+    status = status_of(exc.reason)
+    return error_response(request, status, exc.reason, exc.message, None, exc.retry_after_s)
 
 
 def _describe_validation(exc: RequestValidationError) -> tuple[str, str]:
@@ -112,24 +150,24 @@ def install_error_handlers(app: FastAPI) -> None:
     """Route every exception type to the one JSON shape; nothing escapes as a bare 500."""
 
     @app.exception_handler(Refused)
-    async def _refused(request: Request, exc: Refused) -> JSONResponse:
+    async def _refused(request: Request, exc: Refused) -> Response:
         return refusal_response(request, exc)
 
     @app.exception_handler(ImageError)
-    async def _image_error(request: Request, exc: ImageError) -> JSONResponse:
+    async def _image_error(request: Request, exc: ImageError) -> Response:
         return error_response(request, status_of(exc.reason), exc.reason, exc.message)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
         reason, message = _describe_validation(exc)
         return error_response(request, 422, reason, message)
 
     @app.exception_handler(ClientDisconnect)
-    async def _disconnect(request: Request, exc: ClientDisconnect) -> JSONResponse:
+    async def _disconnect(request: Request, exc: ClientDisconnect) -> Response:
         return error_response(request, 499, "client_disconnected", "The client went away.")
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         reason = getattr(exc, "reason", None) or {404: "not_found", 405: "method_not_allowed"}.get(
             exc.status_code, "invalid_request"
         )
@@ -138,6 +176,6 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> Response:
         logging.getLogger("serving").exception("Unhandled error on %s", request.url.path)
         return error_response(request, 500, "internal_error", "An unexpected error occurred.")

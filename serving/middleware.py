@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import itertools
-import json
 import logging
 import re
 import secrets
@@ -21,7 +20,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving.errors import INPUT_REASONS, HttpRefusal, status_of
+from serving.errors import INPUT_REASONS, HttpRefusal, render_error
 from serving.prometheus_metrics import ServiceMetrics
 from serving.refusals import Refused
 from serving.settings import Settings
@@ -213,20 +212,16 @@ class RequestContextMiddleware:
         send: Send, error: Refused, request_id: str, state: dict[str, Any]
     ) -> None:
         state["error_reason"] = error.reason
-        body = json.dumps(
-            {"error": error.message, "reason": error.reason, "request_id": request_id}
-        ).encode()
+        reply = render_error(
+            error.reason, error.message, request_id, retry_after_s=error.retry_after_s
+        )
         headers = [
             (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
+            (b"content-length", str(len(reply.body)).encode()),
+            *((k.lower().encode(), v.encode()) for k, v in reply.headers.items()),
         ]
-        if error.reason == "unauthorized":
-            headers.append((b"www-authenticate", b"Bearer"))
-        if error.retry_after_s is not None:
-            headers.append((b"retry-after", str(error.retry_after_s).encode()))
-        status = status_of(error.reason)
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+        await send({"type": "http.response.body", "body": reply.body})
 
     def _account(self, scope: Scope, state: dict[str, Any], status: int, started: float) -> None:
         elapsed = time.perf_counter() - started

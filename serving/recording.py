@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from serving.feedback import record_feedback
 from serving.inference.prediction import Prediction
 from serving.settings import Settings
-from serving.store import PredictionRecord, RecentWindow, Store
+from serving.store import PredictionRecord, RecentWindow, Store, StoreConfig
 
 
 def as_record(prediction: Prediction) -> PredictionRecord:
@@ -35,7 +35,7 @@ class Recorder:
     def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
         self.settings = settings
         # Connections and the writer thread start in open(): building the app touches nothing.
-        self.store = Store(settings.store, registry)
+        self.store = Store(StoreConfig.of(settings), registry)
         self.classes: list[str] = []
 
     def open(self, classes: list[str]) -> None:

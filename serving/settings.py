@@ -1,19 +1,27 @@
-"""Service settings, read once from environment variables.
+"""Every setting of the service, in one pydantic-settings model read from the environment.
 
-Every knob has a safe default so `uvicorn serving.app:app` works with no configuration;
-docs/serving.md lists each variable. `ENV` maps each setting to its variable.
+Each field is one environment variable (its name upper-cased, or the alias it gives), with
+one default and a description; docs/serving.md's settings table is `markdown_table()`'s
+output (`python -m serving.settings` prints it, and a test keeps the two equal). The
+image limits' defaults are the image contract's (`contracts.imaging.DEFAULT_LIMITS`), the
+drift sample floor's the core's (`contracts.drift.MIN_SAMPLES`): the core reads no
+environment, the service passes these values down.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
-from dataclasses import dataclass, field
+import tempfile
 from pathlib import Path
+from typing import Annotated, Any
 
-from contracts.imaging import ALLOWED_FORMATS
-from serving.store.config import StoreConfig
+from pydantic import AliasGenerator, Field, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+from contracts import drift
+from contracts.imaging import DEFAULT_LIMITS, Limits
 
 
 def available_cpus() -> int:
@@ -33,60 +41,245 @@ def available_cpus() -> int:
     return cpus
 
 
-@dataclass(frozen=True)
-class Settings:
-    """All runtime settings of the service (see docs/serving.md for each variable)."""
+def _shown(text: str) -> dict[str, Any]:
+    """How docs/serving.md shows a default that depends on the machine."""
+    return {"shown_default": text}
 
-    model_dir: Path = Path("models/export")
-    host: str = "0.0.0.0"
-    port: int = 8000
-    log_level: str = "info"
-    api_key: str = ""
-    # -- what one request may bring
-    max_bytes: int = 10 * 1024 * 1024
-    max_pixels: int = 40_000_000
-    max_decoded_bytes: int = 64 * 1024 * 1024
-    min_side: int = 16
-    allowed_formats: frozenset[str] = ALLOWED_FORMATS
-    max_request_bytes: int = 16 * 1024 * 1024
-    max_batch_files: int = 32
-    request_timeout_s: float = 10.0
-    body_read_timeout_s: float = 10.0
+
+_503 = "; beyond it: 503 with `Retry-After`"
+_STORE_PATH = Path(tempfile.gettempdir()) / "cats-dogs-serving" / "store.sqlite3"
+
+
+class Settings(BaseSettings):
+    """All runtime settings of the service; `Settings()` reads them from the environment.
+
+    An empty variable counts as unset (`API_KEY=` leaves authentication off); one that
+    does not parse (`PORT=abc`) stops the start with a message naming it.
+    """
+
+    model_config = SettingsConfigDict(
+        alias_generator=AliasGenerator(validation_alias=str.upper),
+        validate_by_name=True,
+        env_ignore_empty=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+    # -- where the model is, and the process
+    model_dir: Path = Field(
+        Path("models/export"), description="folder with `model.onnx` and `model.json`"
+    )
+    host: str = Field("0.0.0.0", description="address `python -m serving` binds")
+    port: int = Field(8000, ge=0, le=65535, description="port `python -m serving` binds")
+    workers: int = Field(
+        1,
+        ge=1,
+        description="uvicorn worker processes sharing the port (each loads the bundle: memory × `WORKERS`)",
+    )
+    log_level: str = Field(
+        "info",
+        pattern="^(debug|info|warning|error|critical)$",
+        description="`debug`, `info`, `warning`, `error`",
+    )
+    api_key: str = Field(
+        "",
+        json_schema_extra=_shown("empty (off)"),
+        description="when set, required as `X-API-Key: KEY` or `Authorization: Bearer KEY` on every endpoint except health, metrics, the web page and the API docs",
+    )
+    shutdown_grace_s: float = Field(
+        20.0,
+        gt=0,
+        description="how long `python -m serving` waits for in-flight requests after SIGTERM",
+    )
+    # -- what one request may bring (the image contract's limits and their defaults)
+    max_bytes: int = Field(
+        DEFAULT_LIMITS.max_bytes,
+        ge=1,
+        validation_alias="MAX_IMAGE_BYTES",
+        description="largest image file",
+    )
+    max_pixels: int = Field(
+        DEFAULT_LIMITS.max_pixels,
+        ge=1,
+        validation_alias="MAX_IMAGE_PIXELS",
+        description="largest width × height (decompression bombs)",
+    )
+    max_decoded_bytes: int = Field(
+        DEFAULT_LIMITS.max_decoded_bytes,
+        ge=1,
+        description="largest memory decoding one image may take, estimated from its header (see Limits)",
+    )
+    min_side: int = Field(
+        DEFAULT_LIMITS.min_side,
+        ge=1,
+        validation_alias="MIN_IMAGE_SIDE",
+        description="smallest accepted side in pixels",
+    )
+    allowed_formats: Annotated[frozenset[str], NoDecode] = Field(
+        DEFAULT_LIMITS.formats, description="image formats accepted (comma list, Pillow names)"
+    )
+    max_request_bytes: int = Field(
+        16 * 2**20,
+        ge=1,
+        description="body cap of `/predict/batch` and `/v2/...` (one-image routes are capped at 4/3 × `MAX_IMAGE_BYTES` + 64 KiB, room for base64)",
+    )
+    max_batch_files: int = Field(
+        32,
+        ge=1,
+        description="most images in one request: `/predict/batch` files, V2 BYTES items, V2 FP32 `N`",
+    )
+    request_timeout_s: float = Field(
+        10.0, gt=0, description="deadline from request start to prediction; past it: 504"
+    )
+    body_read_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="the whole body must arrive within this many seconds of the request's start; past it: 408",
+    )
+    explain_grid: int = Field(
+        7,
+        ge=2,
+        description="occlusion grid of `/explain` (`7` → 49 variants + the original, run in chunks of `BATCH_MAX_SIZE`)",
+    )
     # -- how much work the process takes on at once
-    max_concurrent_requests: int = 64
-    max_body_memory_bytes: int = 96 * 1024 * 1024
-    decode_queue_max: int = 64
-    queue_max: int = 256
-    retry_after_s: int = 1
+    max_concurrent_requests: int = Field(
+        64, ge=1, description="requests handled at once (probes, metrics, docs not counted)" + _503
+    )
+    max_body_memory_bytes: int = Field(
+        96 * 2**20,
+        ge=1,
+        description="memory the request bodies in flight may take once read and parsed (estimated before reading: the declared length, × 4 for JSON)"
+        + _503
+        + " (a request alone is always let in)",
+    )
+    decode_queue_max: int = Field(
+        64, ge=1, description="uploads decoding or waiting to be decoded" + _503
+    )
+    queue_max: int = Field(256, ge=1, description="images waiting for inference" + _503)
+    retry_after_s: int = Field(1, ge=0, description="the `Retry-After` value sent with every 503")
     # -- speed
-    workers: int = 1
-    inference_threads: int = field(default_factory=available_cpus)
-    decode_threads: int = field(default_factory=available_cpus)
-    batch_max_size: int = 4
-    batch_max_wait_ms: float = 0.0
-    draft_decode: bool = True
-    # -- records: predictions and feedback go to the shared store (DATABASE_URL, STORE_*)
-    store: StoreConfig = field(default_factory=StoreConfig)
-    explain_grid: int = 7
-    shutdown_grace_s: float = 20.0
+    inference_threads: int = Field(
+        default_factory=available_cpus,
+        ge=1,
+        json_schema_extra=_shown("CPUs the container may use"),
+        description="ONNX Runtime intra-op threads (the affinity mask, capped by the cgroup CPU quota)",
+    )
+    decode_threads: int = Field(
+        default_factory=available_cpus,
+        ge=1,
+        json_schema_extra=_shown("same"),
+        description="threads that decode images off the event loop",
+    )
+    batch_max_size: int = Field(
+        4,
+        ge=1,
+        description="most images in one ONNX Runtime call (micro-batching; `1` turns it off); larger jobs run in chunks of this size",
+    )
+    batch_max_wait_ms: float = Field(
+        0.0,
+        ge=0,
+        description="how long a batch may wait for more requests; `0` = take whatever queued while the previous batch ran",
+    )
+    draft_decode: bool = Field(
+        True,
+        description="decode large JPEGs at a reduced scale (Pillow draft mode), never below the model input size",
+    )
+    # -- the store of predictions and feedback (serving/store/, docs/monitoring.md)
+    database_url: str = Field(
+        "",
+        pattern=r"^$|^postgres(ql)?://",
+        json_schema_extra=_shown("unset"),
+        description="`postgresql://user:pass@host:port/db`: the store of predictions and feedback that all replicas share; unset: SQLite at `STORE_PATH`",
+    )
+    store_path: Path = Field(
+        _STORE_PATH,
+        json_schema_extra=_shown("`$TMPDIR/cats-dogs-serving/store.sqlite3`"),
+        description="the SQLite store, used when `DATABASE_URL` is unset (one machine; WAL mode, so several processes on that machine may share it)",
+    )
+    store_max_mb: float = Field(
+        0.0,
+        ge=0,
+        description="SQLite size cap (`0`: none); past it the store is *full* (as a full disk)",
+    )
+    store_batch_size: int = Field(
+        64, ge=1, description="predictions written per transaction at most"
+    )
+    store_flush_ms: float = Field(
+        200.0,
+        gt=0,
+        description="a queued prediction is written within this time (or as soon as a batch is full)",
+    )
+    store_queue_max: int = Field(
+        10_000,
+        ge=1,
+        description="predictions waiting to be written, at most; more are dropped and counted",
+    )
+    store_retry_s: float = Field(
+        5.0, gt=0, description="how long a failed batch is retried before it is dropped and counted"
+    )
+    store_timeout_s: float = Field(
+        3.0,
+        gt=0,
+        description="connection and statement timeout (seconds); also the longest wait for a free connection",
+    )
+    store_pool_size: int = Field(
+        4,
+        ge=1,
+        description="database connections per process at most (the writer's included): 8 replicas use at most 32 of PostgreSQL's default 100",
+    )
+    store_feedback_wait_s: float = Field(
+        2.0,
+        gt=0,
+        description="how long `/feedback` waits for its prediction to be written when it is still queued",
+    )
+    # -- the live gauges (`model_drift_psi`, `model_live_accuracy` on /metrics)
+    recent_window: int = Field(
+        1000,
+        ge=1,
+        description="predictions (and feedback answers) of all replicas behind the live gauges",
+    )
+    store_window_ttl_s: float = Field(
+        5.0, ge=0, description="the gauges' window is read from the store at most this often"
+    )
+    drift_min_samples: int = Field(
+        drift.MIN_SAMPLES,
+        ge=1,
+        description="fewest predictions in the window for a `model_drift_psi` figure (sampling noise alone gives a PSI near (bins − 1) / n; see monitoring.md)",
+    )
+
+    @field_validator("allowed_formats", mode="before")
+    @classmethod
+    def _format_list(cls, value: object) -> object:
+        """`ALLOWED_FORMATS=jpeg, png` as {"JPEG", "PNG"}."""
+        if isinstance(value, str):
+            return frozenset(f.strip().upper() for f in value.split(",") if f.strip())
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
-        """Build settings from the environment; keyword overrides win (used by tests)."""
-        values: dict[str, object] = {"store": StoreConfig.from_env()}
-        for f in dataclasses.fields(cls):
-            if f.name not in ENV:
-                continue  # the store reads its own variables (serving/store/config.py)
-            raw = os.environ.get(ENV[f.name])
-            # An empty string is meaningful for a string setting (API_KEY= turns auth off).
-            if raw is None or (not raw.strip() and not isinstance(getattr(cls, f.name), str)):
-                continue
-            try:
-                values[f.name] = parse(f.name, raw.strip())
-            except ValueError as exc:
-                raise ValueError(f"{ENV[f.name]}={raw!r} is not a valid value: {exc}") from exc
-        values.update(overrides)
-        return cls(**values)  # type: ignore[arg-type]
+        """Settings from the environment; keyword overrides win."""
+        return cls(**overrides)
+
+    @classmethod
+    def hermetic(cls, **values: object) -> Settings:
+        """Settings from `values` and the defaults alone, never the environment (tests)."""
+        return _Hermetic(**values)
+
+    @property
+    def image_limits(self) -> Limits:
+        """What one photo may be, as the image contract checks it."""
+        return Limits(
+            max_bytes=self.max_bytes,
+            max_pixels=self.max_pixels,
+            max_decoded_bytes=self.max_decoded_bytes,
+            min_side=self.min_side,
+            formats=self.allowed_formats,
+        )
 
     @property
     def single_image_body_limit(self) -> int:
@@ -94,37 +287,50 @@ class Settings:
         return self.max_bytes * 4 // 3 + 64 * 1024
 
 
-# Setting -> environment variable.
-ENV: dict[str, str] = {
-    "model_dir": "MODEL_DIR", "host": "HOST", "port": "PORT", "log_level": "LOG_LEVEL",
-    "api_key": "API_KEY", "max_bytes": "MAX_IMAGE_BYTES", "max_pixels": "MAX_IMAGE_PIXELS",
-    "max_decoded_bytes": "MAX_DECODED_BYTES",
-    "min_side": "MIN_IMAGE_SIDE", "allowed_formats": "ALLOWED_FORMATS",
-    "max_request_bytes": "MAX_REQUEST_BYTES", "max_batch_files": "MAX_BATCH_FILES",
-    "request_timeout_s": "REQUEST_TIMEOUT_S", "body_read_timeout_s": "BODY_READ_TIMEOUT_S",
-    "max_concurrent_requests": "MAX_CONCURRENT_REQUESTS",
-    "max_body_memory_bytes": "MAX_BODY_MEMORY_BYTES",
-    "decode_queue_max": "DECODE_QUEUE_MAX", "queue_max": "QUEUE_MAX",
-    "retry_after_s": "RETRY_AFTER_S", "inference_threads": "INFERENCE_THREADS", "workers": "WORKERS",
-    "decode_threads": "DECODE_THREADS", "batch_max_size": "BATCH_MAX_SIZE",
-    "batch_max_wait_ms": "BATCH_MAX_WAIT_MS", "draft_decode": "DRAFT_DECODE",
-    "explain_grid": "EXPLAIN_GRID", "shutdown_grace_s": "SHUTDOWN_GRACE_S",
-}  # fmt: skip
+class _Hermetic(Settings):
+    """Settings whose only source is the values given (`Settings.hermetic`)."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        **_: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
 
 
-def parse(name: str, raw: str) -> object:
-    """One variable's text as its setting's type (the type of the setting's default)."""
-    default = getattr(Settings, name, None)
-    if name in ("inference_threads", "decode_threads"):
-        return int(raw)
-    if name == "allowed_formats":
-        return frozenset(f.strip().upper() for f in raw.split(",") if f.strip())
-    if name == "log_level":
-        return raw.lower()
-    if isinstance(default, bool):
-        return raw.lower() in ("1", "true", "yes", "on")
-    if isinstance(default, Path):
-        return Path(raw)
-    if isinstance(default, int | float):
-        return type(default)(raw)
-    return raw
+def env_name(name: str, field: FieldInfo) -> str:
+    """The environment variable of a setting."""
+    alias = field.validation_alias
+    return alias if isinstance(alias, str) else name.upper()
+
+
+def shown_default(field: FieldInfo) -> str:
+    """A default as docs/serving.md shows it."""
+    extra = field.json_schema_extra
+    if isinstance(extra, dict) and "shown_default" in extra:
+        return str(extra["shown_default"])
+    value = field.get_default(call_default_factory=True)
+    if isinstance(value, bool):
+        text = str(value).lower()
+    elif isinstance(value, frozenset):
+        text = ",".join(sorted(value))
+    elif isinstance(value, float):
+        text = f"{value:g}"
+    else:
+        text = str(value)
+    mib = f" ({value // 2**20} MiB)" if isinstance(value, int) and value >= 2**20 and value % 2**20 == 0 else ""  # fmt: skip
+    return f"`{text}`{mib}"
+
+
+def markdown_table() -> str:
+    """docs/serving.md's settings table: every variable, its default and its meaning."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for name, field in Settings.model_fields.items():
+        rows.append(f"| `{env_name(name, field)}` | {shown_default(field)} | {field.description} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown_table(), end="")

@@ -13,7 +13,6 @@ from collections.abc import Callable
 
 import numpy as np
 
-from contracts import imaging
 from serving.inference.batching import MicroBatcher
 from serving.inference.decoding import DecodePool
 from serving.inference.onnx_model import Model
@@ -30,13 +29,7 @@ class Engine:
         self, settings: Settings, on_batch: Callable[[int, float], None] | None = None
     ) -> None:
         self.settings = settings
-        self.limits = imaging.Limits(
-            max_bytes=settings.max_bytes,
-            max_pixels=settings.max_pixels,
-            max_decoded_bytes=settings.max_decoded_bytes,
-            min_side=settings.min_side,
-            formats=settings.allowed_formats,
-        )
+        self.limits = settings.image_limits
         self._on_batch = on_batch
         self.model: Model | None = None
         self.batcher: MicroBatcher | None = None
@@ -124,8 +117,21 @@ class Engine:
 
     def require_model(self) -> Model:
         """The model, if predictions can be served now; else a `not_ready` refusal."""
-        if not self.serving:
+        if not self.serving or self.model is None:
             raise Refused("not_ready", self.load_error or f"Not ready: {self.why_not_ready()}.",
                           self.settings.retry_after_s)  # fmt: skip
-        assert self.model is not None
         return self.model
+
+    def require_decoder(self) -> DecodePool:
+        """The decode pool, if predictions can be served now; else `not_ready`."""
+        self.require_model()
+        if self.decoder is None:  # set before the model loads: only a fault gets here
+            raise Refused("not_ready", "Not ready: no decode pool.", self.settings.retry_after_s)
+        return self.decoder
+
+    def require_batcher(self) -> MicroBatcher:
+        """The micro-batcher, if predictions can be served now; else `not_ready`."""
+        self.require_model()
+        if self.batcher is None:  # `serving` implies it: only a fault gets here
+            raise Refused("not_ready", "Not ready: no inference loop.", self.settings.retry_after_s)
+        return self.batcher

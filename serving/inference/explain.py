@@ -9,11 +9,30 @@ from __future__ import annotations
 
 import base64
 import io
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
+from serving.inference.prediction import Prediction
+
 GREY = 128
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """A prediction and the occlusion map behind it (`Predictor.explain`)."""
+
+    prediction: Prediction
+    grid_size: int
+    cell_px: float  # side of one grid cell, in model-input pixels
+    base_probability: float  # the predicted class's probability on the whole photo
+    drops: np.ndarray  # [grid, grid]: how much hiding each cell lowers that probability
+    overlay_png: bytes  # the model input with the drops as a red overlay
+
+    @property
+    def png_base64(self) -> str:
+        return base64.b64encode(self.overlay_png).decode("ascii")
 
 
 def cell_edges(size: int, grid: int) -> np.ndarray:
@@ -53,7 +72,3 @@ def overlay_png(pixels: np.ndarray, drops: np.ndarray, alpha: float = 0.6) -> by
     buffer = io.BytesIO()
     Image.fromarray(blended.round().astype(np.uint8), mode="RGB").save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def png_base64(png: bytes) -> str:
-    return base64.b64encode(png).decode("ascii")

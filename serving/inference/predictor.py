@@ -18,6 +18,12 @@ import numpy as np
 from contracts.imaging import ImageError
 from serving.inference.decoding import DecodedPhoto, decode_photo
 from serving.inference.engine import Engine
+from serving.inference.explain import (
+    Explanation,
+    occlusion_grid,
+    occlusion_variants,
+    overlay_png,
+)
 from serving.inference.prediction import Call, Prediction
 from serving.logs import utc_now
 from serving.refusals import Refused
@@ -57,17 +63,14 @@ class Predictor:
 
     async def decode(self, data: bytes, call: Call) -> DecodedPhoto:
         """Decode one upload in the decode pool (raises ImageError for a bad photo)."""
-        model = self.engine.require_model()
-        assert self.engine.decoder is not None
+        model, decoder = self.engine.require_model(), self.engine.require_decoder()
         limits, draft = self.engine.limits, self.engine.settings.draft_decode
-        work = self.engine.decoder.run(decode_photo, data, limits, model.size, draft)
+        work = decoder.run(decode_photo, data, limits, model.size, draft)
         return await within(call, work, "decoding")
 
     async def infer(self, images: np.ndarray, call: Call) -> tuple[np.ndarray, float]:
         """Micro-batched inference of uint8 pixels or a float32 tensor; (probs, ms)."""
-        self.engine.require_model()
-        assert self.engine.batcher is not None
-        return await within(call, self.engine.batcher.submit(images), "inference")
+        return await within(call, self.engine.require_batcher().submit(images), "inference")
 
     async def predict_one(self, data: bytes, call: Call) -> tuple[Prediction, DecodedPhoto]:
         photo = await self.decode(data, call)
@@ -98,6 +101,29 @@ class Predictor:
         }
         by_index.update({i: r for i, r in enumerate(results) if isinstance(r, ImageError)})
         return [by_index[i] for i in range(len(results))]
+
+    async def explain(self, data: bytes, call: Call) -> Explanation:
+        """One photo's prediction and which regions drove it (EXPLAIN_GRID occlusion).
+
+        The photo and its occluded variants run through the model as one job (in chunks of
+        BATCH_MAX_SIZE); the prediction is the original's, recorded as any other.
+        """
+        photo = await self.decode(data, call)
+        grid = self.engine.settings.explain_grid
+        probs, inference_ms = await self.infer(occlusion_variants(photo.pixels, grid), call)
+        prediction = self.finish(call, call.request_id, probs[0], inference_ms, photo)
+        model = self.engine.require_model()
+        target = model.classes.index(prediction.label)
+        drops = occlusion_grid(probs, target, grid)
+        png = await self.engine.require_decoder().run(overlay_png, photo.pixels, drops)
+        return Explanation(
+            prediction=prediction,
+            grid_size=grid,
+            cell_px=model.size / grid,
+            base_probability=float(probs[0, target]),
+            drops=drops,
+            overlay_png=png,
+        )
 
     async def predict_tensor(self, tensor: np.ndarray, call: Call) -> np.ndarray:
         """A preprocessed float32 [N, 3, S, S] tensor (V2 FP32): probabilities [N, C]."""

@@ -7,8 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 
 from serving import schemas
-from serving.dependencies import CurrentCall, ReadyPredictor, SettingsDep
-from serving.inference import explain
+from serving.dependencies import CurrentCall, ReadyPredictor
 from serving.routes.predictions import ERRORS, note_prediction
 from serving.routes.uploads import RAW_IMAGE_BODY, uploaded_image
 
@@ -21,26 +20,16 @@ async def explain_image(
     data: Annotated[bytes, Depends(uploaded_image)],
     predictor: ReadyPredictor,
     call: CurrentCall,
-    settings: SettingsDep,
 ) -> schemas.ExplainOut:
     """Predict and show which regions drove it (occlusion heatmap, no torch needed)."""
-    photo = await predictor.decode(data, call)
-    grid = max(2, settings.explain_grid)
-    variants = explain.occlusion_variants(photo.pixels, grid)
-    probs, inference_ms = await predictor.infer(variants, call)
-    prediction = predictor.finish(call, call.request_id, probs[0], inference_ms, photo)
-    note_prediction(request, prediction)
-    model = predictor.engine.require_model()
-    target = model.classes.index(prediction.label)
-    drops = explain.occlusion_grid(probs, target, grid)
-    assert predictor.engine.decoder is not None
-    png = await predictor.engine.decoder.run(explain.overlay_png, photo.pixels, drops)
+    result = await predictor.explain(data, call)
+    note_prediction(request, result.prediction)
     explanation = schemas.ExplanationOut(
-        target=prediction.label,
-        grid_size=grid,
-        cell_px=round(model.size / grid, 3),
-        base_probability=round(float(probs[0, target]), 6),
-        grid=[[float(v) for v in row] for row in drops],
-        overlay_png_base64=explain.png_base64(png),
+        target=result.prediction.label,
+        grid_size=result.grid_size,
+        cell_px=round(result.cell_px, 3),
+        base_probability=round(result.base_probability, 6),
+        grid=[[float(v) for v in row] for row in result.drops],
+        overlay_png_base64=result.png_base64,
     )
-    return schemas.ExplainOut(**prediction.answer(), explanation=explanation)
+    return schemas.ExplainOut(**result.prediction.answer(), explanation=explanation)

@@ -1,72 +1,69 @@
-"""Where predictions and feedback are stored, and the store's limits, from the environment.
+"""Where predictions and feedback are stored, and the store's limits: the store's part of
+the service's settings (serving/settings.py), as the typed value the store is opened with.
 
-Read apart from `serving.settings` so the store can be opened by the service and by the
-offline report alike with the same variables (docs/monitoring.md lists them).
+The environment variables, defaults and checks live in `serving.settings.Settings` only;
+`StoreConfig` takes its defaults from there, so the service and the offline report open
+the same store from the same variables.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-DEFAULT_STORE_PATH = Path(tempfile.gettempdir()) / "cats-dogs-serving" / "store.sqlite3"
+from serving.settings import Settings
+
+# StoreConfig field -> the Settings field (and so the environment variable) it comes from.
+SETTING_OF: dict[str, str] = {
+    "database_url": "database_url",
+    "path": "store_path",
+    "max_mb": "store_max_mb",
+    "batch_size": "store_batch_size",
+    "flush_ms": "store_flush_ms",
+    "queue_max": "store_queue_max",
+    "retry_s": "store_retry_s",
+    "timeout_s": "store_timeout_s",
+    "pool_size": "store_pool_size",
+    "feedback_wait_s": "store_feedback_wait_s",
+    "window": "recent_window",
+    "window_ttl_s": "store_window_ttl_s",
+}
 
 
-def _env(name: str, default: str) -> str:
-    return os.environ.get(name, "").strip() or default
+def _default(name: str) -> Any:
+    return Settings.model_fields[SETTING_OF[name]].get_default(call_default_factory=True)
+
+
+DEFAULT_STORE_PATH: Path = _default("path")
 
 
 @dataclass(frozen=True)
 class StoreConfig:
     """One store for every replica: PostgreSQL when `database_url` is set, else SQLite."""
 
-    database_url: str = ""
+    database_url: str = _default("database_url")
     path: Path = DEFAULT_STORE_PATH
-    max_mb: float = 0.0  # SQLite size cap (0: none); a full store reports "full"
-    batch_size: int = 64
-    flush_ms: float = 200.0
-    queue_max: int = 10_000
-    retry_s: float = 5.0
-    timeout_s: float = 3.0
-    pool_size: int = 4
-    feedback_wait_s: float = 2.0
-    window: int = 1000
-    window_ttl_s: float = 5.0
+    max_mb: float = _default("max_mb")  # SQLite size cap (0: none); a full store reports "full"
+    batch_size: int = _default("batch_size")
+    flush_ms: float = _default("flush_ms")
+    queue_max: int = _default("queue_max")
+    retry_s: float = _default("retry_s")
+    timeout_s: float = _default("timeout_s")
+    pool_size: int = _default("pool_size")
+    feedback_wait_s: float = _default("feedback_wait_s")
+    window: int = _default("window")
+    window_ttl_s: float = _default("window_ttl_s")
+
+    @classmethod
+    def of(cls, settings: Settings) -> StoreConfig:
+        """The store's part of the service's settings."""
+        return cls(**{name: getattr(settings, setting) for name, setting in SETTING_OF.items()})
 
     @classmethod
     def from_env(cls, **overrides: object) -> StoreConfig:
-        """Build from DATABASE_URL, STORE_* and RECENT_WINDOW; keyword overrides win."""
-        values: dict[str, object] = {
-            "database_url": _env("DATABASE_URL", ""),
-            "path": Path(_env("STORE_PATH", str(DEFAULT_STORE_PATH))),
-            "max_mb": float(_env("STORE_MAX_MB", "0")),
-            "batch_size": int(_env("STORE_BATCH_SIZE", "64")),
-            "flush_ms": float(_env("STORE_FLUSH_MS", "200")),
-            "queue_max": int(_env("STORE_QUEUE_MAX", "10000")),
-            "retry_s": float(_env("STORE_RETRY_S", "5")),
-            "timeout_s": float(_env("STORE_TIMEOUT_S", "3")),
-            "pool_size": int(_env("STORE_POOL_SIZE", "4")),
-            "feedback_wait_s": float(_env("STORE_FEEDBACK_WAIT_S", "2")),
-            "window": int(_env("RECENT_WINDOW", "1000")),
-            "window_ttl_s": float(_env("STORE_WINDOW_TTL_S", "5")),
-        }
-        values.update(overrides)
-        config = cls(**values)  # type: ignore[arg-type]
-        config.check()
-        return config
-
-    def check(self) -> None:
-        """Refuse settings that would make the store unbounded or never flush."""
-        if self.database_url and not self.database_url.startswith(("postgresql://", "postgres://")):
-            raise ValueError("DATABASE_URL must be a postgresql://user:pass@host:port/db URL")
-        for name in ("batch_size", "queue_max", "window", "pool_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"store setting {name} must be at least 1")
-        for name in ("flush_ms", "retry_s", "timeout_s", "feedback_wait_s"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"store setting {name} must be positive")
+        """From DATABASE_URL, STORE_* and RECENT_WINDOW (checked); keyword overrides win."""
+        return cls.of(Settings(**{SETTING_OF[name]: value for name, value in overrides.items()}))
 
     @property
     def dialect(self) -> str:

@@ -23,8 +23,12 @@ def publish_live(
     classes: Sequence[str],
     drift_psi: Gauge,
     live_accuracy: Gauge,
+    min_samples: int,
 ) -> None:
-    """Set `model_drift_psi{feature}` and `model_live_accuracy` from the store's window."""
+    """Set `model_drift_psi{feature}` and `model_live_accuracy` from the store's window.
+
+    A feature with fewer than `min_samples` live values (DRIFT_MIN_SAMPLES) gets no figure.
+    """
     window = store.window()
     live_accuracy.set(window.accuracy)
     try:
@@ -34,6 +38,7 @@ def publish_live(
             confidences=window.confidences,
             brightness=window.brightness,
             classes=list(classes),
+            min_samples=min_samples,
         )
     except Exception:  # monitoring must never break a scrape
         log.warning("Drift report failed", exc_info=True)

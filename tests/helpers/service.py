@@ -7,14 +7,12 @@ import socket
 import struct
 import tempfile
 import zlib
-from dataclasses import replace
 from pathlib import Path
 
 from fastapi.testclient import TestClient
 from PIL import Image
 
 from serving.settings import Settings
-from serving.store import StoreConfig
 from tests.helpers.images import encode
 from tests.helpers.photos import FULLRES_DIR, true_label
 from tests.helpers.servers import Server, start_service
@@ -71,13 +69,15 @@ def read_http_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]
 
 def settings_for(bundle_dir: Path, logs: Path, **overrides: object) -> Settings:
     """Hermetic settings (not from the environment) with the store in a temporary folder."""
-    base = Settings(
-        model_dir=bundle_dir,
-        store=StoreConfig(path=logs / "store.sqlite3", flush_ms=20, window_ttl_s=0),
-        inference_threads=2,
-        decode_threads=2,
-    )
-    return replace(base, **overrides)
+    base: dict[str, object] = {
+        "model_dir": bundle_dir,
+        "store_path": logs / "store.sqlite3",
+        "store_flush_ms": 20,
+        "store_window_ttl_s": 0,
+        "inference_threads": 2,
+        "decode_threads": 2,
+    }
+    return Settings.hermetic(**{**base, **overrides})
 
 
 def upload(client: TestClient, data: bytes, name: str = "photo.jpg", ctype: str = "image/jpeg"):

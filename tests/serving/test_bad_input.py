@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers.service import PHOTOS, encode, png_with_size, upload
 
@@ -86,10 +87,25 @@ def test_streamed_body_without_length_is_cut_at_the_cap(client: TestClient) -> N
     assert upload(client, PHOTOS[1].read_bytes()).status_code == 200
 
 
+def _rejected(client: TestClient) -> dict[str, float]:
+    """`rejected_inputs_total` by reason, as /metrics shows it now."""
+    families = text_string_to_metric_families(client.get("/metrics").text)
+    (family,) = [f for f in families if f.name == "rejected_inputs"]
+    return {s.labels["reason"]: s.value for s in family.samples if s.name.endswith("_total")}
+
+
 def test_rejected_inputs_are_counted_by_reason(client: TestClient) -> None:
-    upload(client, b"")
-    metrics = client.get("/metrics").text
-    assert 'rejected_inputs_total{reason="empty"}' in metrics
+    """Each refused input counts once under its reason; a refusal that is not about the
+    input (an unknown route) and a good photo count nowhere."""
+    before = _rejected(client)
+    assert upload(client, b"").status_code == 400
+    assert upload(client, b"\x89PNG not really").status_code == 400
+    assert upload(client, b"").status_code == 400
+    assert client.get("/no/such/route").status_code == 404
+    assert upload(client, PHOTOS[1].read_bytes()).status_code == 200
+    after = _rejected(client)
+    changed = {r: after[r] - before.get(r, 0.0) for r in after if after[r] != before.get(r, 0.0)}
+    assert changed == {"empty": 2.0, "not_an_image": 1.0}
 
 
 def test_unknown_route_is_json_404_and_not_a_metric_label(client: TestClient) -> None:

@@ -1,4 +1,4 @@
-"""The prediction core without HTTP: micro-batching, the model, settings."""
+"""The prediction core without HTTP: micro-batching and the model."""
 
 from __future__ import annotations
 
@@ -8,12 +8,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from contracts import imaging
 from serving.inference.batching import MicroBatcher
 from serving.inference.onnx_model import Model
-from serving.settings import Settings
 from tests.helpers.service import PHOTOS, ROOT
 
 
@@ -56,24 +54,6 @@ def test_serving_imports_no_torch() -> None:
     code = "import serving.app, sys; assert 'torch' not in sys.modules, 'torch was imported'"
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-
-
-def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    env = {
-        "MODEL_DIR": "/srv/bundle", "PORT": "9001", "API_KEY": "k", "MAX_IMAGE_BYTES": "1000",
-        "ALLOWED_FORMATS": "jpeg, png", "INFERENCE_THREADS": "3", "BATCH_MAX_SIZE": "1",
-        "BATCH_MAX_WAIT_MS": "2.5", "QUEUE_MAX": "7", "REQUEST_TIMEOUT_S": "1.5",
-        "STORE_PATH": "/srv/store.db", "DATABASE_URL": "", "RECENT_WINDOW": "50", "DRAFT_DECODE": "false", "LOG_LEVEL": "WARNING",
-    }  # fmt: skip
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    s = Settings.from_env()
-    assert (s.model_dir, s.port, s.api_key, s.max_bytes) == (Path("/srv/bundle"), 9001, "k", 1000)
-    assert s.allowed_formats == frozenset({"JPEG", "PNG"})
-    assert (s.inference_threads, s.batch_max_size, s.batch_max_wait_ms) == (3, 1, 2.5)
-    assert (s.queue_max, s.request_timeout_s) == (7, 1.5)
-    assert (s.store.dialect, s.store.path, s.store.window) == ("sqlite", Path("/srv/store.db"), 50)
-    assert s.draft_decode is False and s.log_level == "warning"
 
 
 def test_inference_threads_setting_reaches_onnx_runtime(bundle_dir: Path) -> None:

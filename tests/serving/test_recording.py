@@ -91,8 +91,9 @@ def test_drift_gauges_are_fed_by_the_drift_report(
     app_client.post("/feedback", json={"request_id": answers[-1]["request_id"], "label": "cat"})
     seen: dict = {}
 
-    def drift_report(reference, labels, confidences, brightness, classes):
+    def drift_report(reference, labels, confidences, brightness, classes, min_samples):
         seen.update(reference=reference, labels=labels, confidences=confidences, classes=classes)
+        seen.update(min_samples=min_samples)
         shares = labels.count(classes[0]) / len(labels)
         return {
             "class_share": shares,
@@ -103,16 +104,29 @@ def test_drift_gauges_are_fed_by_the_drift_report(
     monkeypatch.setattr(drift, "drift_report", drift_report)
     text = app_client.get("/metrics").text
     assert seen["labels"][-5:] == [a["label"] for a in answers]
+    assert seen["min_samples"] == drift.MIN_SAMPLES  # the DRIFT_MIN_SAMPLES setting's default
     assert seen["confidences"][-5:] == pytest.approx([a["confidence"] for a in answers], abs=1e-6)
     assert "confidence_histogram" in seen["reference"]
     expected_share = seen["labels"].count(seen["classes"][0]) / len(seen["labels"])
     assert f'model_drift_psi{{feature="class_share"}} {expected_share}' in text
     assert 'model_drift_psi{feature="brightness"} 0.25' in text
 
-    def fewer_features(reference, labels, confidences, brightness, classes):
+    def fewer_features(reference, labels, confidences, brightness, classes, min_samples):
         return {"confidence": 0.5}
 
     monkeypatch.setattr(drift, "drift_report", fewer_features)
     text = app_client.get("/metrics").text
     assert 'model_drift_psi{feature="confidence"} 0.5' in text
     assert 'feature="brightness"' not in text  # a feature left out is not a stale gauge
+
+
+@pytest.mark.parametrize(("min_samples", "gauged"), [(4, True), (5, False)])
+def test_drift_gauges_wait_for_the_drift_min_samples_setting(
+    fresh_app_client, min_samples: int, gauged: bool
+) -> None:
+    """Four predictions in the window: a figure with DRIFT_MIN_SAMPLES=4, none with 5."""
+    app_client = fresh_app_client(drift_min_samples=min_samples)
+    answers = [upload(app_client, p.read_bytes()).json() for p in PHOTOS[:4]]
+    app_client.post("/feedback", json={"request_id": answers[-1]["request_id"], "label": "cat"})
+    text = app_client.get("/metrics").text
+    assert ('model_drift_psi{feature="confidence"}' in text) is gauged

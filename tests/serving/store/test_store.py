@@ -165,11 +165,29 @@ def test_two_replicas_share_predictions_feedback_and_the_window(config: StoreCon
 def test_feedback_finds_a_prediction_another_replica_has_not_flushed_yet(
     config: StoreConfig,
 ) -> None:
-    one, two = _open(config, flush_ms=300, batch_size=1000), _open(config, flush_ms=300)
+    """Feedback asked of replica two for a prediction still in replica one's queue: two
+    misses it, looks again, and finds it once one has written its queue."""
+    # One never flushes on its own during the test: only the step below writes its queue.
+    one, two = _open(config, flush_ms=60_000, batch_size=1000), _open(config)
+    misses: list[str] = []
+    look_up = two._store_label
+
+    def one_writes_after_the_first_miss(request_id: str, label: str):
+        try:
+            return look_up(request_id, label)
+        except UnknownPrediction:
+            misses.append(request_id)
+            if len(misses) == 1:
+                assert one.writer.wait_written(request_id, 5.0)  # one flushes its queue now
+            raise
+
+    two._store_label = one_writes_after_the_first_miss  # type: ignore[method-assign]
     try:
         record = _prediction("dog")
         one.record(record)  # answered by one, still in its queue
+        assert one.writer.pending(record.request_id) is not None
         outcome = two.add_feedback(record.request_id, "dog")  # asked of the other
+        assert misses == [record.request_id]  # asked while unwritten, found on a second look
         assert outcome.stored and outcome.predicted_label == "dog"
     finally:
         one.close()
