@@ -7,9 +7,32 @@ stages/classification_metrics.py; tests check it against scikit-learn.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
+
+
+def _per_class(
+    classes: Sequence[str], present: np.ndarray
+) -> Callable[[np.ndarray], dict[str, float | None]]:
+    """A figure per class; null for a class neither true nor predicted in the window."""
+
+    def figures(values: np.ndarray) -> dict[str, float | None]:
+        return {
+            c: float(v) if seen else None
+            for c, v, seen in zip(classes, values, present, strict=True)
+        }
+
+    return figures
+
+
+def _macro(present: np.ndarray, total: int) -> Callable[[np.ndarray], float | None]:
+    """The mean over the classes present (scikit-learn's macro over the labels present)."""
+
+    def mean(values: np.ndarray) -> float | None:
+        return float(values[present].mean()) if total else None
+
+    return mean
 
 
 def classification_metrics(
@@ -37,15 +60,8 @@ def classification_metrics(
     f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
     present = (predicted + actual) > 0
 
-    def per_class(values: np.ndarray) -> dict[str, float | None]:
-        return {
-            c: float(v) if seen else None
-            for c, v, seen in zip(classes, values, present, strict=True)
-        }
-
-    def macro(values: np.ndarray) -> float | None:
-        return float(values[present].mean()) if total else None
-
+    per_class = _per_class(classes, present)
+    macro = _macro(present, total)
     return {
         "n": total,
         "accuracy": float(tp.sum() / total) if total else None,
