@@ -131,14 +131,14 @@ def git_revision() -> str:
 
 
 @dataclass(frozen=True)
-class TestSplit:
-    """The prepared test photos (uint8, as the service decodes them) and their labels."""
+class HeldOutPhotos:
+    """The prepared test split: photos (uint8, as the service decodes them) and labels."""
 
     images: np.ndarray
     labels: np.ndarray
 
     @classmethod
-    def load(cls, paths: Paths) -> TestSplit:
+    def load(cls, paths: Paths) -> HeldOutPhotos:
         return cls(
             images=np.load(paths.split_images("test"), mmap_mode="r"),
             labels=np.load(paths.split_labels("test")),
@@ -165,7 +165,7 @@ class BuiltBundle:
     onnx_path: Path
     precision: str
     served: Scored
-    test: TestSplit
+    test: HeldOutPhotos
     worst_difference: float
     accuracy: dict[str, float] = field(default_factory=dict)
     ms: dict[str, float] = field(default_factory=dict)
@@ -179,13 +179,13 @@ class BuiltBundle:
         return int(self.classifier.hparams.image_size)
 
 
-def score(path: Path, test: TestSplit, label: str, timing: DictConfig) -> Scored:
+def score(path: Path, test: HeldOutPhotos, label: str, timing: DictConfig) -> Scored:
     probs, ms = timed_predict(path, test.images, label, int(timing.batch_size), int(timing.photos))
     return Scored(probs, test.accuracy(probs), ms)
 
 
 def quantized_or_refused(
-    cfg: DictConfig, fp32_path: Path, fp32: Scored, test: TestSplit, calibration: np.ndarray
+    cfg: DictConfig, fp32_path: Path, fp32: Scored, test: HeldOutPhotos, calibration: np.ndarray
 ) -> tuple[Path, Scored]:
     """The int8 graph and its scores; exits if it loses more accuracy than the config allows."""
     int8 = cfg.int8
@@ -212,7 +212,7 @@ def quantized_or_refused(
     return int8_path, scored
 
 
-def proven_float_graph(cfg: DictConfig, classifier: Classifier, out: Path, test: TestSplit):
+def proven_float_graph(cfg: DictConfig, classifier: Classifier, out: Path, test: HeldOutPhotos):
     """The float graph, written and proven to agree with PyTorch on real test photos."""
     served = Served(classifier.inference_net, tta=bool(cfg.tta)).eval()
     out.mkdir(parents=True, exist_ok=True)
@@ -231,7 +231,7 @@ def build_bundle(cfg: DictConfig, paths: Paths, seed: int) -> BuiltBundle:
     if cfg.precision not in ("fp32", "int8"):
         raise SystemExit(f"export.precision must be fp32 or int8, not {cfg.precision!r}")
     classifier = load_classifier(paths.checkpoint)
-    test = TestSplit.load(paths)
+    test = HeldOutPhotos.load(paths)
     fp32_path, worst = proven_float_graph(cfg, classifier, paths.export, test)
     fp32 = score(fp32_path, test, "float32", cfg.timing)
     built = BuiltBundle(

@@ -11,9 +11,9 @@ import torch
 
 from contracts.imaging import load, to_batch
 from stages.export import (
+    HeldOutPhotos,
     Scored,
     Served,
-    TestSplit,
     export_onnx,
     prove_agreement,
     quantized_or_refused,
@@ -44,7 +44,9 @@ def test_export_refuses_an_int8_graph_that_loses_too_much(tmp_path: Path) -> Non
     export_onnx(model, 32, fp32_path, opset=18)
     rng = np.random.default_rng(0)
     calibration = rng.integers(0, 255, (16, 32, 32, 3), dtype=np.uint8)
-    test = TestSplit(rng.integers(0, 255, (8, 32, 32, 3), dtype=np.uint8), rng.integers(0, 2, 8))
+    test = HeldOutPhotos(
+        rng.integers(0, 255, (8, 32, 32, 3), dtype=np.uint8), rng.integers(0, 2, 8)
+    )
     cfg = OmegaConf.create(
         {
             "timing": {"batch_size": 4, "photos": 8},
