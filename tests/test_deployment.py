@@ -125,15 +125,20 @@ def test_dockerfile_recipe(dockerfile: list[Stage]) -> None:
     assert installs and all("-r /tmp/requirements.txt" in r for r in installs), installs
     # The runtime copies the venv, the code and the bundle, and runs as a numeric non-root user.
     sources = sorted(s for srcs, _, frm in runtime.copies if frm is None for s in srcs)
-    assert sources == ["models/export/", "serving/"]
-    # .dockerignore lets in exactly what the image copies (data, DVC store, caches stay out).
+    assert sources == ["models/", "serving/"]
+    # .dockerignore lets in exactly what the image copies (data, DVC store, caches stay out):
+    # of models/, only the bundle (`COPY models/` because the classic builder refuses a
+    # wildcard that matches nothing, and the allow-list keeps checkpoints out).
     ignore = [
         line.strip()
         for line in (ROOT / ".dockerignore").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
     assert ignore[0] == "*"
-    assert sorted(line[1:] for line in ignore if line.startswith("!")) == sources
+    assert sorted(line[1:] for line in ignore if line.startswith("!")) == [
+        "models/export/",
+        "serving/",
+    ]
     assert runtime.user and runtime.user.split(":")[0] not in ("0", "root")
     assert runtime.user.split(":")[0].isdigit(), "numeric, so runAsNonRoot can verify it"
     assert runtime.cmd and runtime.cmd[0] in ("python", "uvicorn")
@@ -259,14 +264,37 @@ def test_kubernetes_deployment_policy(k8s: dict[str, dict], dockerfile: list[Sta
     # volume holds what the service may write there with its defaults.
     assert [m["mountPath"] for m in container["volumeMounts"]] == ["/tmp"]
     (tmp,) = [v for v in pod["volumes"] if v["name"] == "tmp"]
-    defaults = Settings()
-    logs = 2 * getattr(defaults, "log_max_bytes", 0) * (getattr(defaults, "log_backups", 0) + 1)
-    assert _bytes(tmp["emptyDir"]["sizeLimit"]) >= logs + 4 * defaults.max_request_bytes
+    assert _bytes(tmp["emptyDir"]["sizeLimit"]) >= tmp_bytes_needed(Settings(), container)
 
     hpa = k8s["HorizontalPodAutoscaler/cats-dogs"]["spec"]
     pdb = k8s["PodDisruptionBudget/cats-dogs"]["spec"]
     assert hpa["metrics"][0]["resource"]["name"] == "cpu"
     assert pdb["minAvailable"] < hpa["minReplicas"] < hpa["maxReplicas"]
+
+
+def tmp_bytes_needed(settings: object, container: dict) -> int:
+    """What the service may write to /tmp at once with these settings: the request bodies in
+    flight, spilled to disk by multipart parsing (their memory budget, which one request alone
+    may exceed by its own cap), and the SQLite store, unless DATABASE_URL sends the records
+    to PostgreSQL. The service keeps no log files: it logs to stdout."""
+    bodies = settings.max_body_memory_bytes + settings.max_request_bytes  # type: ignore[attr-defined]
+    env = {e["name"] for e in container.get("env", [])}
+    store = 0 if "DATABASE_URL" in env else settings.store.max_mb * 2**20  # type: ignore[attr-defined]
+    assert "DATABASE_URL" in env or store > 0, "an uncapped SQLite store could fill /tmp"
+    return int(bodies + store)
+
+
+def test_tmp_size_check_counts_the_spill_over_and_the_store() -> None:
+    from serving.settings import Settings
+    from serving.store.config import StoreConfig
+
+    with_db = {"env": [{"name": "DATABASE_URL"}]}
+    settings = Settings()
+    assert tmp_bytes_needed(settings, with_db) == 112 * 2**20  # 96 MiB budget + one 16 MiB body
+    capped = Settings(store=StoreConfig(max_mb=500))
+    assert tmp_bytes_needed(capped, {"env": []}) == 612 * 2**20
+    with pytest.raises(AssertionError, match="uncapped SQLite"):
+        tmp_bytes_needed(settings, {"env": []})
 
 
 def _bytes(quantity: str) -> int:
@@ -402,8 +430,11 @@ def start_like_the_image(
         if source is not None:
             continue  # --from=build: the venv, which is `venv` here
         for src in srcs:
-            origin = bundle if src.rstrip("/") == "models/export" else ROOT / src
             target = app_dir / dst
+            if src.rstrip("/") == "models":  # what .dockerignore lets in: the bundle alone
+                origin, target = bundle, target / "export"
+            else:
+                origin = ROOT / src
             shutil.copytree(origin, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     # Image paths map to this machine: /opt/venv -> the fresh venv, WORKDIR -> app_dir.
     env = {"PATH": "/usr/bin:/bin", "HOME": str(work), "LANG": "C.UTF-8", "TMPDIR": str(work)}
@@ -513,3 +544,120 @@ def test_smoke_test_fails_naming_the_check_on_a_broken_bundle(
     assert "PASS live" in result.stdout
     assert "FAIL ready: GET /health/ready: HTTP 503" in result.stdout
     assert "SMOKE TEST FAILED: ready" in result.stdout
+
+
+# -- what rollout.sh applies, and who may reach PostgreSQL ------------------------------
+
+
+def render_release(overlay: str, image: str) -> dict[str, dict]:
+    """The manifests `rollout.sh --render` prints: its own wrapper around the overlay."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    out = subprocess.run(
+        [str(K8S / "rollout.sh"), "--render", overlay, image],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    return {f"{d['kind']}/{d['metadata']['name']}": d for d in yaml.safe_load_all(out.stdout) if d}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_rollout_renders_the_released_image_in_every_overlay(overlay: str) -> None:
+    # Production renames `cats-dogs` to its GHCR name, so a wrapper that still matched
+    # `cats-dogs` left the image at :stable; the release image must win in both overlays.
+    image = "ghcr.io/someone/cats-dogs:0123abcd"
+    released = render_release(overlay, image)
+    plain = render(overlay)
+    pod = released["Deployment/cats-dogs"]["spec"]["template"]["spec"]
+    assert [c["image"] for c in pod["containers"]] == [image]
+    assert pod.get("imagePullSecrets") == plain["Deployment/cats-dogs"]["spec"]["template"][
+        "spec"
+    ].get("imagePullSecrets")
+    postgres = released["StatefulSet/cats-dogs-postgres"]["spec"]["template"]["spec"]
+    assert postgres == plain["StatefulSet/cats-dogs-postgres"]["spec"]["template"]["spec"]
+    assert set(released) == set(plain)
+
+
+def test_rollout_refuses_an_image_without_a_tag() -> None:
+    result = subprocess.run(
+        [str(K8S / "rollout.sh"), "--render", "production", "ghcr.io/someone/cats-dogs"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "must carry a tag" in result.stderr
+
+
+def _selects(selector: dict, labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+
+
+def network_allows(
+    policies: list[dict], src: dict[str, str], dst: dict[str, str], port: int
+) -> bool:
+    """Whether NetworkPolicy semantics let pod `src` open `port` on pod `dst`, both in the
+    namespace (labels {} with key "namespace" set means a pod of another namespace)."""
+
+    def peer_ok(rules: list[dict], other: dict[str, str], key: str) -> bool:
+        for rule in rules:
+            if not any(p.get("port") == port for p in rule.get("ports", [{"port": port}])):
+                continue
+            peers = rule.get(key)
+            if peers is None:
+                return True
+            for peer in peers:
+                same_namespace = "namespace" not in other and "namespaceSelector" not in peer
+                if (
+                    "podSelector" in peer
+                    and same_namespace
+                    and _selects(peer["podSelector"], other)
+                ):
+                    return True
+                if "namespaceSelector" in peer and _selects(peer["namespaceSelector"], other):
+                    return True
+        return False
+
+    def direction(pod: dict[str, str], kind: str, key: str, other: dict[str, str]) -> bool:
+        if "namespace" in pod:
+            return True  # outside the namespace: its own policies, not ours
+        chosen = [
+            p["spec"]
+            for p in policies
+            if kind in p["spec"]["policyTypes"] and _selects(p["spec"]["podSelector"], pod)
+        ]
+        return not chosen or any(peer_ok(s.get(kind.lower(), []), other, key) for s in chosen)
+
+    return direction(src, "Egress", "to", dst) and direction(dst, "Ingress", "from", src)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_only_the_api_reaches_postgresql(overlay: str) -> None:
+    objects = render(overlay)
+    policies = [o for key, o in objects.items() if key.startswith("NetworkPolicy/")]
+    labels = {
+        name: objects[key]["spec"]["template"]["metadata"]["labels"]
+        for name, key in (
+            ("api", "Deployment/cats-dogs"),
+            ("postgres", "StatefulSet/cats-dogs-postgres"),
+        )
+    }
+    api, db = labels["api"], labels["postgres"]
+    stranger = {"app.kubernetes.io/name": "debug-shell"}
+    elsewhere = {"namespace": "other", "kubernetes.io/metadata.name": "other"}
+    dns = {"namespace": "kube-system", "kubernetes.io/metadata.name": "kube-system"}
+    assert network_allows(policies, api, db, 5432)
+    assert not network_allows(policies, api, db, 22)
+    assert not network_allows(policies, stranger, db, 5432)
+    assert not network_allows(policies, elsewhere, db, 5432)
+    assert not network_allows(policies, db, api, 8000)  # PostgreSQL reaches nothing
+    assert network_allows(policies, elsewhere, api, 8000)  # clients, Ingress, Prometheus
+    assert network_allows(policies, api, dns, 53)
+    assert not network_allows(policies, api, elsewhere, 443)  # no way out but the database
+    # The default deny covers every pod of the namespace, in and out.
+    (deny,) = [
+        p["spec"] for p in policies if not p["spec"].get("ingress") and not p["spec"].get("egress")
+    ]
+    assert set(deny["policyTypes"]) == {"Ingress", "Egress"}
+    assert _selects(deny["podSelector"], api) and _selects(deny["podSelector"], db)
