@@ -32,8 +32,10 @@ cleanup() {
   if [ -n "$dockerd_pid" ]; then
     kill "$dockerd_pid" 2>/dev/null || true
     wait "$dockerd_pid" 2>/dev/null || true
+    # dockerd leaves its network namespace mounted under its exec root.
+    awk -v w="$work/" 'index($2, w) == 1 {print $2}' /proc/mounts | sort -r | xargs -r umount || true
   fi
-  rm -rf "$work"
+  rm -rf "$work" || true
 }
 trap cleanup EXIT
 
@@ -122,7 +124,9 @@ elif timeout 30 docker pull -q "$base" >/dev/null 2>&1; then
   echo "Base image $base: pulled"
 else
   echo "Base image $base: Docker Hub does not answer"
+  started=$(date +%s)
   standin_base "$base"
+  echo "Stand-in base made in $(( $(date +%s) - started )) s; kept in $cache/docker for the next run"
 fi
 
 echo "== the test bundle (python -m tests.helpers.bundle)"
@@ -146,7 +150,8 @@ if [ "$ours" = true ]; then
   export DOCKER_BUILDKIT=0       # no buildx here: the classic builder
 fi
 started=$(date +%s)
-docker build -q "${build_args[@]}" -t "$tag" "$context" > /dev/null
+docker build "${build_args[@]}" -t "$tag" "$context" > "$work/build.log" 2>&1 \
+  || { tail -40 "$work/build.log" >&2; echo "docker build failed" >&2; exit 1; }
 build_s=$(( $(date +%s) - started ))
 size=$(docker image inspect -f '{{.Size}}' "$tag")
 
@@ -164,5 +169,6 @@ if [ "$status" -ne 0 ]; then
   echo "The image's smoke test failed" >&2
   exit 1
 fi
-user=$(docker inspect -f '{{.Config.User}}' "$container")
-echo "image $tag: $(( size / 1000000 )) MB, built in ${build_s} s (base $base), user $user, model $version"
+how=$(docker inspect -f 'user {{.Config.User}}, read-only {{.HostConfig.ReadonlyRootfs}}, cap-drop {{.HostConfig.CapDrop}}, tmpfs {{.HostConfig.Tmpfs}}' "$container")
+memory=$(docker stats --no-stream --format '{{.MemUsage}}' "$container" | cut -d/ -f1)
+echo "image $tag: $(( size / 1000000 )) MB, built in ${build_s} s on $base; ran as $how; memory ${memory% }; model $version"
