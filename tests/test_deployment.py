@@ -661,3 +661,126 @@ def test_only_the_api_reaches_postgresql(overlay: str) -> None:
     ]
     assert set(deny["policyTypes"]) == {"Ingress", "Egress"}
     assert _selects(deny["podSelector"], api) and _selects(deny["podSelector"], db)
+
+
+# -- rollout.sh's failure paths, against a kubectl that plays a cluster -----------------
+
+FAKE_KUBECTL = r'''#!/usr/bin/env python3
+"""kubectl for rollout.sh's tests: `kustomize` is the real one; the cluster is a JSON file."""
+import json, os, re, sys
+args = sys.argv[1:]
+if args[0] == "kustomize":
+    os.execv(os.environ["REAL_KUBECTL"], [os.environ["REAL_KUBECTL"], *args])
+path = os.environ["FAKE_CLUSTER"]
+state = json.load(open(path))
+state["calls"].append(" ".join(args))
+words = [a for a in args if not a.startswith("-") and a != "cats-dogs"]
+code = 0
+if words[:2] == ["get", "deployment"]:
+    if state["revision"]:
+        want = "revision" if "revision" in args[-1] else "image"
+        print(state[want], end="")
+elif words[0] == "apply":
+    state["revision"] += 1
+    state["history"][str(state["revision"])] = os.environ["FAKE_RELEASE"]
+    state["image"] = os.environ["FAKE_RELEASE"]
+elif words[:2] == ["rollout", "status"]:
+    what = "postgres" if words[2].startswith("statefulset") else ("undone" if state["undone"] else "api")
+    code = 0 if state["ready"][what] else 1
+elif words[:2] == ["rollout", "undo"]:
+    if state["undo_fails"]:
+        code = 1
+    else:
+        to = re.search(r"--to-revision=(\d+)", " ".join(args)).group(1)
+        state["revision"] += 1
+        state["image"] = state["history"][to]
+        state["undone"] = True
+json.dump(state, open(path, "w"))
+sys.exit(code)
+'''
+
+
+def rollout_against(
+    tmp_path: Path, *, running: str | None, ready: dict[str, bool], undo_fails: bool = False
+) -> tuple[subprocess.CompletedProcess, dict]:
+    """rollout.sh production IMAGE against the fake cluster; its result and the cluster."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "kubectl").write_text(FAKE_KUBECTL)
+    (bin_dir / "kubectl").chmod(0o755)
+    cluster = tmp_path / "cluster.json"
+    state = {
+        "revision": 1 if running else 0,
+        "image": running or "",
+        "history": {"1": running} if running else {},
+        "ready": ready,
+        "undone": False,
+        "undo_fails": undo_fails,
+        "calls": [],
+    }
+    cluster.write_text(json.dumps(state))
+    release = "ghcr.io/someone/cats-dogs:new"
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "REAL_KUBECTL": str(Path(sys.executable).parent / "kubectl"),
+        "FAKE_CLUSTER": str(cluster),
+        "FAKE_RELEASE": release,
+        "MODEL_VERSION": "0123456789ab",
+        "ROLLOUT_TIMEOUT": "1s",
+    }
+    result = subprocess.run(
+        [str(K8S / "rollout.sh"), "production", release],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    return result, json.loads(cluster.read_text())
+
+
+OLD = "ghcr.io/someone/cats-dogs:old"
+
+
+def test_rollback_restores_the_previous_image_and_says_so(tmp_path: Path) -> None:
+    ready = {"postgres": True, "api": False, "undone": True}
+    result, cluster = rollout_against(tmp_path, running=OLD, ready=ready)
+    assert result.returncode == 1
+    assert "-n cats-dogs rollout undo deployment/cats-dogs --to-revision=1" in cluster["calls"]
+    assert cluster["image"] == OLD
+    assert f"{OLD} runs again (revision 3) and is ready" in result.stdout
+
+
+def test_a_failed_undo_claims_no_rollback(tmp_path: Path) -> None:
+    ready = {"postgres": False, "api": True, "undone": True}
+    result, cluster = rollout_against(tmp_path, running=OLD, ready=ready, undo_fails=True)
+    assert result.returncode == 1
+    assert "PostgreSQL did not become ready" in result.stdout
+    assert "rollout undo failed: nothing was rolled back" in result.stdout
+    assert "runs again" not in result.stdout
+    assert cluster["image"] == "ghcr.io/someone/cats-dogs:new"
+
+
+def test_a_rollback_while_postgresql_is_down_says_it_is_still_down(tmp_path: Path) -> None:
+    ready = {"postgres": False, "api": True, "undone": True}
+    result, cluster = rollout_against(tmp_path, running=OLD, ready=ready)
+    assert result.returncode == 1
+    assert cluster["image"] == OLD
+    assert "but PostgreSQL is still not ready" in result.stdout
+    assert "and is ready" not in result.stdout
+
+
+def test_a_rollback_that_does_not_become_ready_fails_loudly(tmp_path: Path) -> None:
+    ready = {"postgres": True, "api": False, "undone": False}
+    result, _ = rollout_against(tmp_path, running=OLD, ready=ready)
+    assert result.returncode == 1
+    assert f"The rollback to {OLD} did not become ready" in result.stdout
+    assert "runs again" not in result.stdout
+
+
+def test_a_failed_first_release_restores_nothing(tmp_path: Path) -> None:
+    ready = {"postgres": True, "api": False, "undone": True}
+    result, cluster = rollout_against(tmp_path, running=None, ready=ready)
+    assert result.returncode == 1
+    assert "First release" in result.stdout
+    assert not [call for call in cluster["calls"] if "undo" in call]
