@@ -32,9 +32,10 @@ cleanup() {
   if [ -n "$dockerd_pid" ]; then
     kill "$dockerd_pid" 2>/dev/null || true
     wait "$dockerd_pid" 2>/dev/null || true
-    # dockerd leaves its network namespace mounted under its exec root.
-    awk -v w="$work/" 'index($2, w) == 1 {print $2}' /proc/mounts | sort -r | xargs -r umount || true
   fi
+  # dockerd leaves its network namespace mounted under its exec root (and a failed
+  # debootstrap may leave /proc mounted in its tree).
+  awk -v w="$work/" 'index($2, w) == 1 {print $2}' /proc/mounts | sort -r | xargs -r umount || true
   rm -rf "$work" || true
 }
 trap cleanup EXIT
@@ -99,7 +100,9 @@ EOF
 
 standin_base() {
   local base=$1 root="$work/rootfs" mirror
+  # The mirror apt uses here: deb822 sources (Debian 12's default), else sources.list.
   mirror=$(awk '$1 == "URIs:" {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+  mirror=${mirror:-$(awk '$1 == "deb" && $2 !~ /^\[/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)}
   mirror=${mirror:-http://deb.debian.org/debian}
   command -v debootstrap >/dev/null || { echo "debootstrap is missing (.ci/apt-packages.txt)" >&2; exit 1; }
   echo "Making a stand-in for $base: debootstrap bookworm from $mirror"
