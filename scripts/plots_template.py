@@ -1,25 +1,30 @@
-"""Write the page template `dvc plots show` fills: Vega, Vega-Lite and vega-embed inlined.
+"""Make `dvc plots show` draw offline in a checkout: Vega, Vega-Lite and vega-embed inlined
+into the page template, and the checkout's local DVC config pointed at it.
 
-    python scripts/plots_template.py [OUT]        (default .dvc/plots.html)
+    python scripts/plots_template.py [--repo DIR]      (default: this checkout)
 
 DVC's own page loads the three libraries from a CDN, so offline or behind a proxy the
-curves do not draw. `.dvc/config` names this template (`plots.html_template`), and
-`scripts/setup.sh` makes it after `npm ci` in vendor/vega/ (the versions pinned in its
-package-lock.json). The builds are inlined, not linked, so the page works wherever
-`dvc plots show -o` writes it. Without the npm packages it refuses, saying how to get
-them, rather than write a page that needs the internet.
+curves do not draw. This writes DIR/.dvc/plots.html from the npm packages pinned in
+vendor/vega/package-lock.json (`npm ci --prefix vendor/vega`; scripts/setup.sh runs both)
+and sets `plots.html_template = plots.html` in DIR/.dvc/config.local, so plain `dvc plots
+show` uses it. The setting is local, beside the file it names: a clone that has not run
+the set-up keeps DVC's page instead of failing on a missing template. The builds are
+inlined, not linked, so the page works wherever `dvc plots show -o` writes it. Without
+the npm packages it refuses, saying how to get them.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 VENDOR = ROOT / "vendor" / "vega"
-DEFAULT_OUT = ROOT / ".dvc" / "plots.html"
+TEMPLATE = "plots.html"  # in .dvc/, where DVC resolves a relative plots.html_template
 # Load order matters: vega-embed's build expects the `vega` and `vegaLite` globals.
 BUILDS = {
     "vega": "build/vega.min.js",
@@ -89,13 +94,28 @@ def escape_script(code: str) -> str:
     return code.replace("</script", "<\\/script")
 
 
-def main(argv: list[str]) -> int:
-    out = Path(argv[0]) if argv else DEFAULT_OUT
+def install(repo: Path) -> Path:
+    """Write the template into `repo`/.dvc and name it in the repo's local DVC config."""
     libraries = pinned_libraries()
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = repo / ".dvc" / TEMPLATE
     out.write_text(page(libraries), encoding="utf-8")
+    subprocess.run(
+        [sys.executable, "-m", "dvc", "config", "--local", "plots.html_template", TEMPLATE],
+        cwd=repo,
+        check=True,
+    )
     versions = ", ".join(f"{lib.name} {lib.version}" for lib in libraries)
-    print(f"Wrote {out} ({out.stat().st_size // 1024} KiB: {versions}, no CDN)")
+    print(f"dvc plots show draws offline: {out} ({out.stat().st_size // 1024} KiB: {versions})")
+    return out
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repo", type=Path, default=ROOT, help="a DVC repository")
+    args = parser.parse_args(argv)
+    if not (args.repo / ".dvc").is_dir():
+        parser.error(f"{args.repo} is not a DVC repository (no .dvc/)")
+    install(args.repo)
     return 0
 
 

@@ -53,13 +53,13 @@ PYTHONWARNINGS=ignore .venv/bin/pip install --quiet --no-deps --no-build-isolati
 flock --unlock 9
 
 # Vega, Vega-Lite and vega-embed for `dvc plots show` without the internet: the versions
-# vendor/vega/package-lock.json pins, inlined into the page template .dvc/config names.
+# vendor/vega/package-lock.json pins, inlined into the page template .dvc/plots.html,
+# which .dvc/config.local then names (scripts/plots_template.py).
 vendor=vendor/vega
 lock=$(sha256sum "$vendor/package-lock.json" | cut -c1-16)
 if ! command -v npm >/dev/null; then
-  echo "npm not found: 'dvc plots show' needs the Vega packages from npm once (Node.js 18+);"
-  echo "  install Node.js and run this again, or use DVC's page, which loads them from a CDN:"
-  echo "  dvc config --local plots.html_template ''"
+  echo "npm not found: 'dvc plots show' keeps DVC's page, which loads Vega from a CDN (no"
+  echo "  charts offline). For offline plots install Node.js 18+ and run this again."
 else
   if [ "$(cat "$vendor/node_modules/.lock-sha256" 2>/dev/null)" != "$lock" ]; then
     echo "Installing Vega for offline plots (npm ci --prefix $vendor)"

@@ -1,10 +1,9 @@
 """`dvc plots show` draws without the internet.
 
 A temporary DVC repository holds small plot files shaped like the pipeline's (the
-`plots:` of the project's dvc.yaml, the same columns) and the project's committed
-`plots.html_template` setting, with the template scripts/plots_template.py makes from the
-npm packages pinned in vendor/vega (scripts/setup.sh installs them). Plain `dvc plots
-show` writes the page; headless Chromium opens it with every host unresolvable and every
+`plots:` of the project's dvc.yaml, the same columns), set up by scripts/plots_template.py
+as scripts/setup.sh sets up a checkout: the template made from the npm packages pinned in
+vendor/vega, named in the local DVC config. Plain `dvc plots show` writes the page; headless Chromium opens it with every host unresolvable and every
 proxy request refused, and the charts must draw. DVC's own page (Vega from a CDN) is the
 control: under the same browser it must draw nothing, or the network was not off.
 """
@@ -86,9 +85,13 @@ def project_plots_section() -> str:
     return section.replace("${paths.plots}", "plots")
 
 
-def project_setting(key: str) -> str:
-    """A setting of the committed .dvc/config (not the local one)."""
-    return run(["dvc", "config", "--project", key], ROOT).stdout.strip()
+def make_offline(repo: Path) -> None:
+    """What scripts/setup.sh runs in a checkout."""
+    script = ROOT / "scripts" / "plots_template.py"
+    made = subprocess.run(
+        [sys.executable, str(script), "--repo", str(repo)], capture_output=True, text=True
+    )
+    assert made.returncode == 0, f"{made.stdout}{made.stderr}(scripts/setup.sh runs npm ci)"
 
 
 @pytest.fixture(scope="module")
@@ -99,19 +102,7 @@ def plots_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run(["dvc", "init", "-q"], repo)
     (repo / "dvc.yaml").write_text(project_plots_section())
     write_plot_data(repo)
-    template = project_setting("plots.html_template")
-    assert template, ".dvc/config names no plots.html_template: dvc plots show uses a CDN"
-    made = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "plots_template.py"),
-            str(repo / ".dvc" / template),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert made.returncode == 0, f"{made.stdout}{made.stderr}(scripts/setup.sh runs npm ci)"
-    run(["dvc", "config", "plots.html_template", template], repo)
+    make_offline(repo)
     return repo
 
 
@@ -175,11 +166,11 @@ def test_dvc_plots_show_draws_every_chart_offline(plots_repo: Path, browser) -> 
 
 def test_dvc_default_page_draws_nothing_in_the_same_browser(plots_repo: Path, browser) -> None:
     # The control: DVC's page loads Vega from a CDN, which this browser cannot reach.
-    run(["dvc", "config", "--local", "plots.html_template", ""], plots_repo)
+    run(["dvc", "config", "--local", "--unset", "plots.html_template"], plots_repo)
     try:
         page = show(plots_repo, "cdn_plots")
     finally:
-        run(["dvc", "config", "--local", "--unset", "plots.html_template"], plots_repo)
+        make_offline(plots_repo)
     assert "cdn.jsdelivr.net" in page.read_text()
     # Loading ends when the CDN scripts fail; the charts would draw right after it.
     result = drawn(browser, page, VEGA_PLOTS, wait_s=3)
