@@ -33,9 +33,10 @@ WORKDIR /app
 COPY --from=build /opt/venv /opt/venv
 # Code and bundle stay owned by root: the service user can read them, not change them.
 COPY serving/ serving/
-# `models/`, not `models/export/`: the allow-list .dockerignore lets in only models/export/,
-# and when the bundle is missing the build goes on to the next step, which stops it with a
-# message saying how to get one, not a bare "not found". (A wildcard such as expor[t] does
+# `models/`, not `models/export/`: the allow-list .dockerignore lets in only models/export/
+# (and the committed models/.gitignore, so models/ is never missing), and when the bundle is
+# missing the build goes on to the next step, which stops it with a message saying how to
+# get one, not a bare "not found". (A wildcard such as expor[t] does
 # the same under BuildKit, but the classic builder refuses it: "no source files".)
 COPY models/ models/
 RUN if [ ! -s models/export/model.onnx ] || [ ! -s models/export/model.json ]; then \

@@ -136,9 +136,11 @@ def test_dockerfile_recipe(dockerfile: list[Stage]) -> None:
     ]
     assert ignore[0] == "*"
     assert sorted(line[1:] for line in ignore if line.startswith("!")) == [
+        "models/.gitignore",  # committed: models/ exists in the context without a bundle
         "models/export/",
         "serving/",
     ]
+    assert (ROOT / "models" / ".gitignore").is_file()
     assert runtime.user and runtime.user.split(":")[0] not in ("0", "root")
     assert runtime.user.split(":")[0].isdigit(), "numeric, so runAsNonRoot can verify it"
     assert runtime.cmd and runtime.cmd[0] in ("python", "uvicorn")
