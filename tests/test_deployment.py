@@ -670,6 +670,40 @@ def test_only_the_api_reaches_postgresql(overlay: str) -> None:
 FAKE_KUBECTL = r'''#!/usr/bin/env python3
 """kubectl for rollout.sh's tests: `kustomize` is the real one; the cluster is a JSON file."""
 import json, os, re, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+
+def serve(port, version):
+    """The service's answers to the smoke test, as one pod with `version` would give them."""
+    class Pod(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def answer(self, status, body):
+            data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):
+            if self.path == "/model-info":
+                self.answer(200, {"name": "cats-dogs", "version": version, "classes": ["cat", "dog"]})
+            elif self.path == "/metrics":
+                self.answer(200, 'predictions_total{label="cat"} 1.0\n')
+            else:
+                self.answer(200, {"status": "ok"})
+
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            if b"this is not a photo" in body:
+                self.answer(400, {"reason": "not_an_image"})
+            else:
+                self.answer(200, {"label": "cat", "confidence": 0.9, "model_version": version})
+
+    HTTPServer(("127.0.0.1", port), Pod).serve_forever()
+
+
 args = sys.argv[1:]
 if args[0] == "kustomize":
     os.execv(os.environ["REAL_KUBECTL"], [os.environ["REAL_KUBECTL"], *args])
@@ -689,6 +723,19 @@ elif words[0] == "apply":
 elif words[:2] == ["rollout", "status"]:
     what = "postgres" if words[2].startswith("statefulset") else ("undone" if state["undone"] else "api")
     code = 0 if state["ready"][what] else 1
+elif words[:2] == ["get", "replicasets"]:
+    for rev in state["history"]:
+        print(f"{rev} hash{rev}")
+elif words[:2] == ["get", "pods"]:
+    wanted = re.search(r"pod-template-hash=hash(\d+)", " ".join(args)).group(1)
+    for pod in state["pods"]:
+        if pod["revision"] == wanted:
+            print(pod["name"], state["history"][wanted], pod.get("deleting", ""))
+elif words[0] == "port-forward":
+    pod = words[1].split("/", 1)[1]
+    port = int(words[2].split(":")[0])
+    json.dump(state, open(path, "w"))
+    serve(port, state["served"].get(pod, os.environ["MODEL_VERSION"]))
 elif words[:2] == ["rollout", "undo"]:
     if state["undo_fails"]:
         code = 1
@@ -703,7 +750,13 @@ sys.exit(code)
 
 
 def rollout_against(
-    tmp_path: Path, *, running: str | None, ready: dict[str, bool], undo_fails: bool = False
+    tmp_path: Path,
+    *,
+    running: str | None,
+    ready: dict[str, bool],
+    undo_fails: bool = False,
+    pods: list[dict] | None = None,
+    served: dict[str, str] | None = None,
 ) -> tuple[subprocess.CompletedProcess, dict]:
     """rollout.sh production IMAGE against the fake cluster; its result and the cluster."""
     bin_dir = tmp_path / "bin"
@@ -718,6 +771,8 @@ def rollout_against(
         "ready": ready,
         "undone": False,
         "undo_fails": undo_fails,
+        "pods": pods or [],
+        "served": served or {},
         "calls": [],
     }
     cluster.write_text(json.dumps(state))
@@ -786,3 +841,34 @@ def test_a_failed_first_release_restores_nothing(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "First release" in result.stdout
     assert not [call for call in cluster["calls"] if "undo" in call]
+
+
+# Revision 1 runs the old image; the release makes revision 2, whose ReplicaSet has two
+# pods and a third already being deleted.
+NEW_PODS = [
+    {"name": "api-1-a", "revision": "1"},
+    {"name": "api-2-a", "revision": "2"},
+    {"name": "api-2-b", "revision": "2"},
+    {"name": "api-2-c", "revision": "2", "deleting": "2026-01-01T00:00:00Z"},
+]
+ALL_READY = {"postgres": True, "api": True, "undone": True}
+
+
+def test_release_smoke_tests_each_pod_of_the_new_replicaset(tmp_path: Path) -> None:
+    result, cluster = rollout_against(tmp_path, running=OLD, ready=ALL_READY, pods=NEW_PODS)
+    assert result.returncode == 0, result.stdout + result.stderr
+    forwarded = [call.split()[3] for call in cluster["calls"] if "port-forward" in call]
+    assert forwarded == ["pod/api-2-a", "pod/api-2-b"]  # not the old pod, not a leaving one
+    assert result.stdout.count("SMOKE TEST PASSED") == 2
+    assert "released ghcr.io/someone/cats-dogs:new, model 0123456789ab" in result.stdout
+
+
+def test_a_pod_serving_another_model_rolls_the_release_back(tmp_path: Path) -> None:
+    served = {"api-2-b": "ffffffffffff"}  # say, a stale image under the same tag
+    result, cluster = rollout_against(
+        tmp_path, running=OLD, ready=ALL_READY, pods=NEW_PODS, served=served
+    )
+    assert result.returncode == 1
+    assert "/model-info version 'ffffffffffff', expected '0123456789ab'" in result.stdout
+    assert "failed twice on pod api-2-b" in result.stdout
+    assert cluster["image"] == OLD
