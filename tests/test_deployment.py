@@ -793,6 +793,9 @@ def rollout_against(
         env=env,
         timeout=120,
     )
+    # Every port-forward it started is gone when it exits.
+    left = subprocess.run(["pgrep", "-f", str(bin_dir / "kubectl")], capture_output=True)
+    assert left.returncode == 1, f"port-forwards left running: {left.stdout.decode()}"
     return result, json.loads(cluster.read_text())
 
 

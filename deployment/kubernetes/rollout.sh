@@ -168,7 +168,9 @@ smoke_pod() {
     return 1
   fi
   port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  k port-forward "pod/$pod" "$port:8000" > "$work/port-forward.log" 2>&1 &
+  # kubectl itself, not through k(): $! must be its PID, or the kill below would end only
+  # a subshell and leave the tunnel running.
+  kubectl -n "$namespace" port-forward "pod/$pod" "$port:8000" > "$work/port-forward.log" 2>&1 &
   forward_pid=$!
   python3 scripts/smoke_test.py "http://127.0.0.1:$port" --image "$photo" --label "$label" \
     --expect-version "$MODEL_VERSION" --wait 60 ${SMOKE_API_KEY:+--api-key "$SMOKE_API_KEY"} < /dev/null \
