@@ -34,9 +34,12 @@ COPY --from=build /opt/venv /opt/venv
 # Code and bundle stay owned by root: the service user can read them, not change them.
 COPY contracts/ contracts/
 COPY serving/ serving/
-# The [t] wildcard lets the build go on when the bundle is missing, so that the next step
-# stops it with a message saying how to get one, not a bare "not found".
-COPY models/expor[t]/ models/export/
+# `models/`, not `models/export/`: the allow-list .dockerignore lets in only models/export/
+# (and the committed models/.gitignore, so models/ is never missing), and when the bundle is
+# missing the build goes on to the next step, which stops it with a message saying how to
+# get one, not a bare "not found". (A wildcard such as expor[t] does
+# the same under BuildKit, but the classic builder refuses it: "no source files".)
+COPY models/ models/
 RUN if [ ! -s models/export/model.onnx ] || [ ! -s models/export/model.json ]; then \
       echo "No model bundle in models/export/ (model.onnx and model.json). Get one first:" >&2; \
       echo "  dvc pull models/export   the bundle dvc.lock records, from your DVC remote" >&2; \

@@ -22,8 +22,18 @@ mkdir -p "$cache"
 exec 9> "$cache/.setup.lock"
 flock 9
 
+# PyPI's torch for Linux bundles CUDA (gigabytes); PyTorch's CPU index has the same version
+# without it, which is all the CPU trainer needs. Used only where pip has no extra index
+# configured already; PIP_EXTRA_INDEX_URL (set, even empty) always wins: for a CUDA
+# machine (trainer=gpu), run PIP_EXTRA_INDEX_URL= bash scripts/setup.sh.
+if [ -z "${PIP_EXTRA_INDEX_URL+set}" ] \
+  && [ -z "$("$python" -m pip config get global.extra-index-url 2>/dev/null)" ]; then
+  export PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
+fi
+
 if [ ! -f "$venv/.complete" ]; then
   echo "Creating the environment in $venv (a few minutes, once per requirements.txt)"
+  echo "  extra index: ${PIP_EXTRA_INDEX_URL:-as pip is configured}"
   rm -rf "$venv"
   "$python" -m venv "$venv"
   "$venv/bin/pip" install --quiet --upgrade pip
@@ -43,6 +53,23 @@ echo "Installing this checkout into the environment (pip install -e . --no-deps)
 PYTHONWARNINGS=ignore .venv/bin/pip install --quiet --no-deps --no-build-isolation \
   --disable-pip-version-check -e .
 flock --unlock 9
+
+# Vega, Vega-Lite and vega-embed for `dvc plots show` without the internet: the versions
+# vendor/vega/package-lock.json pins, inlined into the page template .dvc/plots.html,
+# which .dvc/config.local then names (scripts/plots_template.py).
+vendor=vendor/vega
+lock=$(sha256sum "$vendor/package-lock.json" | cut -c1-16)
+if ! command -v npm >/dev/null; then
+  echo "npm not found: 'dvc plots show' keeps DVC's page, which loads Vega from a CDN (no"
+  echo "  charts offline). For offline plots install Node.js 18+ and run this again."
+else
+  if [ "$(cat "$vendor/node_modules/.lock-sha256" 2>/dev/null)" != "$lock" ]; then
+    echo "Installing Vega for offline plots (npm ci --prefix $vendor)"
+    npm ci --prefix "$vendor" --no-audit --no-fund --silent
+    echo "$lock" > "$vendor/node_modules/.lock-sha256"
+  fi
+  .venv/bin/python scripts/plots_template.py
+fi
 
 # The photographs: the configured DVC remote first; where there is none (a GitHub clone:
 # the team's ../shared/dvc-store is not there) or it cannot be used, it says why and names

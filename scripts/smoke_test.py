@@ -3,7 +3,9 @@
     python scripts/smoke_test.py http://127.0.0.1:8000 --image cat.jpg --label cat
 
 Checks, in order: live, ready, model info, one real photo predicted with the expected
-label, one bad input answered 4xx, and the prediction counter present in /metrics.
+label, one bad input answered 4xx, and the prediction counter present in /metrics. With
+--expect-version, the model info and the prediction must name that model version (the
+bundle's `model.json` version), so a release is proven to serve the model it shipped.
 Every check runs; each prints PASS or FAIL with the reason, and the exit status is 1
 when any failed (the last line names them), 2 on bad arguments. CI runs it against a
 local server (tests/test_deployment.py) and CD against the cluster's Service.
@@ -81,7 +83,9 @@ def as_json(path: str, body: bytes) -> dict:
     return value
 
 
-def run_checks(client: Client, image: Path, label: str, wait_s: float) -> list[str]:
+def run_checks(
+    client: Client, image: Path, label: str, wait_s: float, version: str | None = None
+) -> list[str]:
     """Run every check, print one line each, and return the names of those that failed."""
     photo = image.read_bytes()
 
@@ -115,6 +119,8 @@ def run_checks(client: Client, image: Path, label: str, wait_s: float) -> list[s
             raise CheckFailed(f"/model-info lacks {', '.join(missing)}: {snippet(body)}")
         if label not in info["classes"]:
             raise CheckFailed(f"/model-info classes {info['classes']} do not include {label!r}")
+        if version is not None and info["version"] != version:
+            raise CheckFailed(f"/model-info version {info['version']!r}, expected {version!r}")
         return f"{info['name']} {info['version']}, classes {info['classes']}"
 
     def predict() -> str:
@@ -127,7 +133,10 @@ def run_checks(client: Client, image: Path, label: str, wait_s: float) -> list[s
                 f"{image.name}: predicted {got!r} (confidence {answer.get('confidence')}), "
                 f"expected {label!r}"
             )
-        return f"{image.name} -> {got} ({answer.get('confidence')})"
+        served = answer.get("model_version")
+        if version is not None and served != version:
+            raise CheckFailed(f"/predict answered with model {served!r}, expected {version!r}")
+        return f"{image.name} -> {got} ({answer.get('confidence')}, model {served})"
 
     def bad_input() -> str:
         status, body = client.upload("/predict", "notes.jpg", b"this is not a photo", "image/jpeg")
@@ -175,13 +184,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api-key", default=None, help="sent as X-API-Key when set")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
     parser.add_argument("--wait", type=float, default=0.0, help="seconds to wait for ready")
+    parser.add_argument(
+        "--expect-version", default=None, help="the model version the service must serve"
+    )
     args = parser.parse_args(argv)
     if not args.image.is_file():
         parser.error(f"no such photo: {args.image}")
 
     print(f"Smoke test of {args.base_url}", flush=True)
     client = Client(args.base_url, args.timeout, args.api_key)
-    failed = run_checks(client, args.image, args.label, args.wait)
+    failed = run_checks(client, args.image, args.label, args.wait, args.expect_version)
     if failed:
         print(f"SMOKE TEST FAILED: {', '.join(failed)}", flush=True)
         return 1

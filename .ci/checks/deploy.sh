@@ -107,7 +107,7 @@ EOF
 shellcheck --severity=warning "$tmp"/run/*.sh
 
 step "shellcheck on the project's shell scripts"
-shellcheck --severity=warning .ci/run .ci/checks/*.sh scripts/setup.sh scripts/publish \
+shellcheck --severity=warning .ci/run .ci/image.sh .ci/checks/*.sh scripts/setup.sh scripts/publish \
   deployment/kubernetes/rollout.sh
 
 step "smoke test fails, naming the check, when nothing answers"

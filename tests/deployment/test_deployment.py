@@ -125,15 +125,23 @@ def test_dockerfile_recipe(dockerfile: list[Stage]) -> None:
     assert installs and all("-r /tmp/requirements.txt" in r for r in installs), installs
     # The runtime copies the venv, the code and the bundle, and runs as a numeric non-root user.
     sources = sorted(s for srcs, _, frm in runtime.copies if frm is None for s in srcs)
-    assert sources == ["contracts/", "models/export/", "serving/"]
-    # .dockerignore lets in exactly what the image copies (data, DVC store, caches stay out).
+    assert sources == ["contracts/", "models/", "serving/"]
+    # .dockerignore lets in exactly what the image copies (data, DVC store, caches stay out):
+    # of models/, only the bundle (`COPY models/` because the classic builder refuses a
+    # wildcard that matches nothing, and the allow-list keeps checkpoints out).
     ignore = [
         line.strip()
         for line in (ROOT / ".dockerignore").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
     assert ignore[0] == "*"
-    assert sorted(line[1:] for line in ignore if line.startswith("!")) == sources
+    assert sorted(line[1:] for line in ignore if line.startswith("!")) == [
+        "contracts/",
+        "models/.gitignore",  # committed: models/ exists in the context without a bundle
+        "models/export/",
+        "serving/",
+    ]
+    assert (ROOT / "models" / ".gitignore").is_file()
     assert runtime.user and runtime.user.split(":")[0] not in ("0", "root")
     assert runtime.user.split(":")[0].isdigit(), "numeric, so runAsNonRoot can verify it"
     assert runtime.cmd and runtime.cmd[0] in ("python", "uvicorn")
@@ -259,14 +267,36 @@ def test_kubernetes_deployment_policy(k8s: dict[str, dict], dockerfile: list[Sta
     # volume holds what the service may write there with its defaults.
     assert [m["mountPath"] for m in container["volumeMounts"]] == ["/tmp"]
     (tmp,) = [v for v in pod["volumes"] if v["name"] == "tmp"]
-    defaults = Settings()
-    logs = 2 * getattr(defaults, "log_max_bytes", 0) * (getattr(defaults, "log_backups", 0) + 1)
-    assert _bytes(tmp["emptyDir"]["sizeLimit"]) >= logs + 4 * defaults.max_request_bytes
+    assert _bytes(tmp["emptyDir"]["sizeLimit"]) >= tmp_bytes_needed(Settings(), container)
 
     hpa = k8s["HorizontalPodAutoscaler/cats-dogs"]["spec"]
     pdb = k8s["PodDisruptionBudget/cats-dogs"]["spec"]
     assert hpa["metrics"][0]["resource"]["name"] == "cpu"
     assert pdb["minAvailable"] < hpa["minReplicas"] < hpa["maxReplicas"]
+
+
+def tmp_bytes_needed(settings: object, container: dict) -> int:
+    """What the service may write to /tmp at once with these settings: the request bodies in
+    flight, spilled to disk by multipart parsing (their memory budget, which one request alone
+    may exceed by its own cap), and the SQLite store, unless DATABASE_URL sends the records
+    to PostgreSQL. The service keeps no log files: it logs to stdout."""
+    bodies = settings.max_body_memory_bytes + settings.max_request_bytes  # type: ignore[attr-defined]
+    env = {e["name"] for e in container.get("env", [])}
+    store = 0 if "DATABASE_URL" in env else settings.store_max_mb * 2**20  # type: ignore[attr-defined]
+    assert "DATABASE_URL" in env or store > 0, "an uncapped SQLite store could fill /tmp"
+    return int(bodies + store)
+
+
+def test_tmp_size_check_counts_the_spill_over_and_the_store() -> None:
+    from serving.settings import Settings
+
+    with_db = {"env": [{"name": "DATABASE_URL"}]}
+    settings = Settings.hermetic()
+    assert tmp_bytes_needed(settings, with_db) == 112 * 2**20  # 96 MiB budget + one 16 MiB body
+    capped = Settings.hermetic(store_max_mb=500)
+    assert tmp_bytes_needed(capped, {"env": []}) == 612 * 2**20
+    with pytest.raises(AssertionError, match="uncapped SQLite"):
+        tmp_bytes_needed(settings, {"env": []})
 
 
 def _bytes(quantity: str) -> int:
@@ -402,8 +432,11 @@ def start_like_the_image(
         if source is not None:
             continue  # --from=build: the venv, which is `venv` here
         for src in srcs:
-            origin = bundle if src.rstrip("/") == "models/export" else ROOT / src
             target = app_dir / dst
+            if src.rstrip("/") == "models":  # what .dockerignore lets in: the bundle alone
+                origin, target = bundle, target / "export"
+            else:
+                origin = ROOT / src
             shutil.copytree(origin, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     # Image paths map to this machine: /opt/venv -> the fresh venv, WORKDIR -> app_dir.
     env = {"PATH": "/usr/bin:/bin", "HOME": str(work), "LANG": "C.UTF-8", "TMPDIR": str(work)}
@@ -513,3 +546,332 @@ def test_smoke_test_fails_naming_the_check_on_a_broken_bundle(
     assert "PASS live" in result.stdout
     assert "FAIL ready: GET /health/ready: HTTP 503" in result.stdout
     assert "SMOKE TEST FAILED: ready" in result.stdout
+
+
+# -- what rollout.sh applies, and who may reach PostgreSQL ------------------------------
+
+
+def render_release(overlay: str, image: str) -> dict[str, dict]:
+    """The manifests `rollout.sh --render` prints: its own wrapper around the overlay."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    out = subprocess.run(
+        [str(K8S / "rollout.sh"), "--render", overlay, image],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    return {f"{d['kind']}/{d['metadata']['name']}": d for d in yaml.safe_load_all(out.stdout) if d}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_rollout_renders_the_released_image_in_every_overlay(overlay: str) -> None:
+    # Production renames `cats-dogs` to its GHCR name, so a wrapper that still matched
+    # `cats-dogs` left the image at :stable; the release image must win in both overlays.
+    image = "ghcr.io/someone/cats-dogs:0123abcd"
+    released = render_release(overlay, image)
+    plain = render(overlay)
+    pod = released["Deployment/cats-dogs"]["spec"]["template"]["spec"]
+    assert [c["image"] for c in pod["containers"]] == [image]
+    assert pod.get("imagePullSecrets") == plain["Deployment/cats-dogs"]["spec"]["template"][
+        "spec"
+    ].get("imagePullSecrets")
+    postgres = released["StatefulSet/cats-dogs-postgres"]["spec"]["template"]["spec"]
+    assert postgres == plain["StatefulSet/cats-dogs-postgres"]["spec"]["template"]["spec"]
+    assert set(released) == set(plain)
+
+
+def test_rollout_refuses_an_image_without_a_tag() -> None:
+    result = subprocess.run(
+        [str(K8S / "rollout.sh"), "--render", "production", "ghcr.io/someone/cats-dogs"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "must carry a tag" in result.stderr
+
+
+def _selects(selector: dict, labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+
+
+def network_allows(
+    policies: list[dict], src: dict[str, str], dst: dict[str, str], port: int
+) -> bool:
+    """Whether NetworkPolicy semantics let pod `src` open `port` on pod `dst`, both in the
+    namespace (labels {} with key "namespace" set means a pod of another namespace)."""
+
+    def peer_ok(rules: list[dict], other: dict[str, str], key: str) -> bool:
+        for rule in rules:
+            if not any(p.get("port") == port for p in rule.get("ports", [{"port": port}])):
+                continue
+            peers = rule.get(key)
+            if peers is None:
+                return True
+            for peer in peers:
+                same_namespace = "namespace" not in other and "namespaceSelector" not in peer
+                if (
+                    "podSelector" in peer
+                    and same_namespace
+                    and _selects(peer["podSelector"], other)
+                ):
+                    return True
+                if "namespaceSelector" in peer and _selects(peer["namespaceSelector"], other):
+                    return True
+        return False
+
+    def direction(pod: dict[str, str], kind: str, key: str, other: dict[str, str]) -> bool:
+        if "namespace" in pod:
+            return True  # outside the namespace: its own policies, not ours
+        chosen = [
+            p["spec"]
+            for p in policies
+            if kind in p["spec"]["policyTypes"] and _selects(p["spec"]["podSelector"], pod)
+        ]
+        return not chosen or any(peer_ok(s.get(kind.lower(), []), other, key) for s in chosen)
+
+    return direction(src, "Egress", "to", dst) and direction(dst, "Ingress", "from", src)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_only_the_api_reaches_postgresql(overlay: str) -> None:
+    objects = render(overlay)
+    policies = [o for key, o in objects.items() if key.startswith("NetworkPolicy/")]
+    labels = {
+        name: objects[key]["spec"]["template"]["metadata"]["labels"]
+        for name, key in (
+            ("api", "Deployment/cats-dogs"),
+            ("postgres", "StatefulSet/cats-dogs-postgres"),
+        )
+    }
+    api, db = labels["api"], labels["postgres"]
+    stranger = {"app.kubernetes.io/name": "debug-shell"}
+    elsewhere = {"namespace": "other", "kubernetes.io/metadata.name": "other"}
+    dns = {"namespace": "kube-system", "kubernetes.io/metadata.name": "kube-system"}
+    assert network_allows(policies, api, db, 5432)
+    assert not network_allows(policies, api, db, 22)
+    assert not network_allows(policies, stranger, db, 5432)
+    assert not network_allows(policies, elsewhere, db, 5432)
+    assert not network_allows(policies, db, api, 8000)  # PostgreSQL reaches nothing
+    assert network_allows(policies, elsewhere, api, 8000)  # clients, Ingress, Prometheus
+    assert network_allows(policies, api, dns, 53)
+    assert not network_allows(policies, api, elsewhere, 443)  # no way out but the database
+    # The default deny covers every pod of the namespace, in and out.
+    (deny,) = [
+        p["spec"] for p in policies if not p["spec"].get("ingress") and not p["spec"].get("egress")
+    ]
+    assert set(deny["policyTypes"]) == {"Ingress", "Egress"}
+    assert _selects(deny["podSelector"], api) and _selects(deny["podSelector"], db)
+
+
+# -- rollout.sh's failure paths, against a kubectl that plays a cluster -----------------
+
+FAKE_KUBECTL = r'''#!/usr/bin/env python3
+"""kubectl for rollout.sh's tests: `kustomize` is the real one; the cluster is a JSON file."""
+import json, os, re, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+
+def serve(port, version):
+    """The service's answers to the smoke test, as one pod with `version` would give them."""
+    class Pod(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def answer(self, status, body):
+            data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):
+            if self.path == "/model-info":
+                self.answer(200, {"name": "cats-dogs", "version": version, "classes": ["cat", "dog"]})
+            elif self.path == "/metrics":
+                self.answer(200, 'predictions_total{label="cat"} 1.0\n')
+            else:
+                self.answer(200, {"status": "ok"})
+
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            if b"this is not a photo" in body:
+                self.answer(400, {"reason": "not_an_image"})
+            else:
+                self.answer(200, {"label": "cat", "confidence": 0.9, "model_version": version})
+
+    HTTPServer(("127.0.0.1", port), Pod).serve_forever()
+
+
+args = sys.argv[1:]
+if args[0] == "kustomize":
+    os.execv(os.environ["REAL_KUBECTL"], [os.environ["REAL_KUBECTL"], *args])
+path = os.environ["FAKE_CLUSTER"]
+state = json.load(open(path))
+state["calls"].append(" ".join(args))
+words = [a for a in args if not a.startswith("-") and a != "cats-dogs"]
+code = 0
+if words[:2] == ["get", "deployment"]:
+    if state["revision"]:
+        want = "revision" if "revision" in args[-1] else "image"
+        print(state[want], end="")
+elif words[0] == "apply":
+    state["revision"] += 1
+    state["history"][str(state["revision"])] = os.environ["FAKE_RELEASE"]
+    state["image"] = os.environ["FAKE_RELEASE"]
+elif words[:2] == ["rollout", "status"]:
+    what = "postgres" if words[2].startswith("statefulset") else ("undone" if state["undone"] else "api")
+    code = 0 if state["ready"][what] else 1
+elif words[:2] == ["get", "replicasets"]:
+    for rev in state["history"]:
+        print(f"{rev} hash{rev}")
+elif words[:2] == ["get", "pods"]:
+    wanted = re.search(r"pod-template-hash=hash(\d+)", " ".join(args)).group(1)
+    for pod in state["pods"]:
+        if pod["revision"] == wanted:
+            print(pod["name"], state["history"][wanted], pod.get("deleting", ""))
+elif words[0] == "port-forward":
+    pod = words[1].split("/", 1)[1]
+    port = int(words[2].split(":")[0])
+    json.dump(state, open(path, "w"))
+    serve(port, state["served"].get(pod, os.environ["MODEL_VERSION"]))
+elif words[:2] == ["rollout", "undo"]:
+    if state["undo_fails"]:
+        code = 1
+    else:
+        to = re.search(r"--to-revision=(\d+)", " ".join(args)).group(1)
+        state["revision"] += 1
+        state["image"] = state["history"][to]
+        state["undone"] = True
+json.dump(state, open(path, "w"))
+sys.exit(code)
+'''
+
+
+def rollout_against(
+    tmp_path: Path,
+    *,
+    running: str | None,
+    ready: dict[str, bool],
+    undo_fails: bool = False,
+    pods: list[dict] | None = None,
+    served: dict[str, str] | None = None,
+) -> tuple[subprocess.CompletedProcess, dict]:
+    """rollout.sh production IMAGE against the fake cluster; its result and the cluster."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "kubectl").write_text(FAKE_KUBECTL)
+    (bin_dir / "kubectl").chmod(0o755)
+    cluster = tmp_path / "cluster.json"
+    state = {
+        "revision": 1 if running else 0,
+        "image": running or "",
+        "history": {"1": running} if running else {},
+        "ready": ready,
+        "undone": False,
+        "undo_fails": undo_fails,
+        "pods": pods or [],
+        "served": served or {},
+        "calls": [],
+    }
+    cluster.write_text(json.dumps(state))
+    release = "ghcr.io/someone/cats-dogs:new"
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "REAL_KUBECTL": str(Path(sys.executable).parent / "kubectl"),
+        "FAKE_CLUSTER": str(cluster),
+        "FAKE_RELEASE": release,
+        "MODEL_VERSION": "0123456789ab",
+        "ROLLOUT_TIMEOUT": "1s",
+    }
+    result = subprocess.run(
+        [str(K8S / "rollout.sh"), "production", release],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    # Every port-forward it started is gone when it exits.
+    left = subprocess.run(["pgrep", "-f", str(bin_dir / "kubectl")], capture_output=True)
+    assert left.returncode == 1, f"port-forwards left running: {left.stdout.decode()}"
+    return result, json.loads(cluster.read_text())
+
+
+OLD = "ghcr.io/someone/cats-dogs:old"
+
+
+def test_rollback_restores_the_previous_image_and_says_so(tmp_path: Path) -> None:
+    ready = {"postgres": True, "api": False, "undone": True}
+    result, cluster = rollout_against(tmp_path, running=OLD, ready=ready)
+    assert result.returncode == 1
+    assert "-n cats-dogs rollout undo deployment/cats-dogs --to-revision=1" in cluster["calls"]
+    assert cluster["image"] == OLD
+    assert f"{OLD} runs again (revision 3) and is ready" in result.stdout
+
+
+def test_a_failed_undo_claims_no_rollback(tmp_path: Path) -> None:
+    ready = {"postgres": False, "api": True, "undone": True}
+    result, cluster = rollout_against(tmp_path, running=OLD, ready=ready, undo_fails=True)
+    assert result.returncode == 1
+    assert "PostgreSQL did not become ready" in result.stdout
+    assert "rollout undo failed: nothing was rolled back" in result.stdout
+    assert "runs again" not in result.stdout
+    assert cluster["image"] == "ghcr.io/someone/cats-dogs:new"
+
+
+def test_a_rollback_while_postgresql_is_down_says_it_is_still_down(tmp_path: Path) -> None:
+    ready = {"postgres": False, "api": True, "undone": True}
+    result, cluster = rollout_against(tmp_path, running=OLD, ready=ready)
+    assert result.returncode == 1
+    assert cluster["image"] == OLD
+    assert "but PostgreSQL is still not ready" in result.stdout
+    assert "and is ready" not in result.stdout
+
+
+def test_a_rollback_that_does_not_become_ready_fails_loudly(tmp_path: Path) -> None:
+    ready = {"postgres": True, "api": False, "undone": False}
+    result, _ = rollout_against(tmp_path, running=OLD, ready=ready)
+    assert result.returncode == 1
+    assert f"The rollback to {OLD} did not become ready" in result.stdout
+    assert "runs again" not in result.stdout
+
+
+def test_a_failed_first_release_restores_nothing(tmp_path: Path) -> None:
+    ready = {"postgres": True, "api": False, "undone": True}
+    result, cluster = rollout_against(tmp_path, running=None, ready=ready)
+    assert result.returncode == 1
+    assert "First release" in result.stdout
+    assert not [call for call in cluster["calls"] if "undo" in call]
+
+
+# Revision 1 runs the old image; the release makes revision 2, whose ReplicaSet has two
+# pods and a third already being deleted.
+NEW_PODS = [
+    {"name": "api-1-a", "revision": "1"},
+    {"name": "api-2-a", "revision": "2"},
+    {"name": "api-2-b", "revision": "2"},
+    {"name": "api-2-c", "revision": "2", "deleting": "2026-01-01T00:00:00Z"},
+]
+ALL_READY = {"postgres": True, "api": True, "undone": True}
+
+
+def test_release_smoke_tests_each_pod_of_the_new_replicaset(tmp_path: Path) -> None:
+    result, cluster = rollout_against(tmp_path, running=OLD, ready=ALL_READY, pods=NEW_PODS)
+    assert result.returncode == 0, result.stdout + result.stderr
+    forwarded = [call.split()[3] for call in cluster["calls"] if "port-forward" in call]
+    assert forwarded == ["pod/api-2-a", "pod/api-2-b"]  # not the old pod, not a leaving one
+    assert result.stdout.count("SMOKE TEST PASSED") == 2
+    assert "released ghcr.io/someone/cats-dogs:new, model 0123456789ab" in result.stdout
+
+
+def test_a_pod_serving_another_model_rolls_the_release_back(tmp_path: Path) -> None:
+    served = {"api-2-b": "ffffffffffff"}  # say, a stale image under the same tag
+    result, cluster = rollout_against(
+        tmp_path, running=OLD, ready=ALL_READY, pods=NEW_PODS, served=served
+    )
+    assert result.returncode == 1
+    assert "/model-info version 'ffffffffffff', expected '0123456789ab'" in result.stdout
+    assert "failed twice on pod api-2-b" in result.stdout
+    assert cluster["image"] == OLD
