@@ -28,6 +28,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
+from stages.params import Paths, load_params
+
 
 @dataclass(frozen=True)
 class Archive:
@@ -55,7 +57,6 @@ KAGGLE_PET_IMAGES = Archive(
 )
 MEMBER = re.compile(r"^PetImages/(Cat|Dog)/(\d+)\.jpg$")  # Thumbs.db and the readme are not photos
 PUBLIC_DIR = Path("data/public")
-RAW_DIR = Path("data/raw")
 
 
 class ArchiveError(SystemExit):
@@ -165,7 +166,7 @@ def extract(zip_path: Path, raw_dir: Path, first: int, last: int) -> Extracted:
     return Extracted(dict(sorted(per_class.items())), empty, outside)
 
 
-def fetch(archive: Archive, raw_dir: Path = RAW_DIR, replace_raw: bool = False) -> Extracted:
+def fetch(archive: Archive, raw_dir: Path, replace_raw: bool = False) -> Extracted:
     """The whole path: import, prove, extract into data/raw, track it with DVC."""
     if raw_dir.exists() and any(raw_dir.iterdir()) and not replace_raw:
         raise ArchiveError(
@@ -173,7 +174,7 @@ def fetch(archive: Archive, raw_dir: Path = RAW_DIR, replace_raw: bool = False) 
         )
     zip_path = import_archive(archive)
     extracted = extract(zip_path, raw_dir, archive.first, archive.last)
-    print(f"Tracking {raw_dir} with DVC (dvc add): data/raw.dvc now names these photos")
+    print(f"Tracking {raw_dir} with DVC (dvc add): {raw_dir}.dvc now names these photos")
     dvc("add", str(raw_dir))
     return extracted
 
@@ -185,7 +186,7 @@ def parse_args(argv: list[str] | None) -> tuple[Archive, bool]:
     parser.add_argument("--size", type=int, help="that copy's size in bytes (optional)")
     parser.add_argument("--first", type=int, default=KAGGLE_PET_IMAGES.first)
     parser.add_argument("--last", type=int, default=KAGGLE_PET_IMAGES.last)
-    parser.add_argument("--replace", action="store_true", help="replace photos in data/raw")
+    parser.add_argument("--replace", action="store_true", help="replace the photos in paths.raw")
     args = parser.parse_args(argv)
     archive = replace(KAGGLE_PET_IMAGES, first=args.first, last=args.last)
     if args.url:
@@ -197,10 +198,11 @@ def parse_args(argv: list[str] | None) -> tuple[Archive, bool]:
 
 def main(argv: list[str] | None = None) -> None:
     archive, replace_raw = parse_args(argv)
-    extracted = fetch(archive, replace_raw=replace_raw)
+    raw_dir = Paths.from_params(load_params()).raw  # params.yaml's paths.raw, as prepare reads
+    extracted = fetch(archive, raw_dir, replace_raw=replace_raw)
     counts = ", ".join(f"{n} {label}" for label, n in extracted.per_class.items())
     print(
-        f"data/raw: {counts} (N {archive.first}..{archive.last}, full size; empty files: "
+        f"{raw_dir}: {counts} (N {archive.first}..{archive.last}, full size; empty files: "
         f"{extracted.empty}, left for prepare to refuse). Next: dvc repro"
     )
 
