@@ -1,10 +1,12 @@
 """A subset of the Open Inference Protocol (V2), as KServe and Triton clients speak it.
 
 Input `image` is either FP32 `[N, 3, H, W]` in [0, 1] (already preprocessed), or BYTES
-`[N]` of base64-encoded image files (decoded with the image contract). Both go through
-the same limits, micro-batcher and deadline as uploads. Outputs: `probabilities` FP32
-`[N, C]` and `label` BYTES `[N]`. Errors are `{"error": "..."}` (plus `reason`), as the
-protocol asks.
+`[N]` of image files (base64 text in JSON, raw bytes in binary tensor data; decoded with
+the image contract). Bodies are JSON or use the binary tensor data extension
+(serving/routes/v2_binary.py), whatever their Content-Type. Every form goes through the
+same limits, micro-batcher and deadline as uploads. Outputs: `probabilities` FP32
+`[N, C]` and `label` BYTES `[N]`, each as JSON or binary data as asked. Errors are
+`{"error": "..."}` (plus `reason`), as the protocol asks.
 """
 
 from __future__ import annotations
