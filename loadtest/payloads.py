@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from contracts import imaging
+
 BOUNDARY = "benchmarkboundary7d3f"
 
 
@@ -30,11 +32,16 @@ class Action:
 
 
 def http_request(
-    path: str, body: bytes, content_type: str, port: int, length: int | None = None
+    path: str,
+    body: bytes,
+    content_type: str,
+    port: int,
+    length: int | None = None,
+    extra_headers: str = "",
 ) -> bytes:
     head = (
         f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {content_type}\r\n"
-        f"Content-Length: {len(body) if length is None else length}\r\n\r\n"
+        f"Content-Length: {len(body) if length is None else length}\r\n{extra_headers}\r\n"
     )
     return head.encode() + body
 
@@ -117,3 +124,33 @@ def fp32_tensors(
         http_request(f"/v2/models/{model}/infer", body.encode(), "application/json", port),
         "fp32_tensor",
     )
+
+
+def v2_photos(
+    photos: list[Path], port: int, size: int, batch: int, binary: bool,
+    model: str = "cats-dogs-classifier",
+) -> list[Action]:  # fmt: skip
+    """V2 FP32 requests of `batch` photos each, decoded by the client (the image contract,
+    as the service decodes uploads), sent as binary tensor data or as a JSON list of
+    numbers (Triton's client's two forms); `probabilities` comes back the same way."""
+    pixels = [imaging.load(p.read_bytes(), size) for p in photos]
+    actions = []
+    for start in range(0, len(pixels) - batch + 1, batch):
+        tensor = imaging.to_batch(pixels[start : start + batch])
+        spec: dict = {"name": "image", "datatype": "FP32", "shape": list(tensor.shape)}
+        output = {"name": "probabilities", "parameters": {"binary_data": binary}}
+        if binary:
+            spec["parameters"] = {"binary_data_size": tensor.nbytes}
+        else:
+            spec["data"] = tensor.ravel().tolist()
+        header = json.dumps({"inputs": [spec], "outputs": [output]}).encode()
+        body, extra = header, ""
+        if binary:
+            body, extra = (
+                header + tensor.tobytes(),
+                f"Inference-Header-Content-Length: {len(header)}\r\n",
+            )
+        ctype = "application/octet-stream" if binary else "application/json"
+        path = f"/v2/models/{model}/infer"
+        actions.append(Action(http_request(path, body, ctype, port, extra_headers=extra), "good"))
+    return actions

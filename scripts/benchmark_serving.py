@@ -15,9 +15,16 @@ times and its drop, the answers to each trigger, any 5xx, and peak memory.
 `tensors`: N clients sending valid V2 FP32 requests of 10 images (13 MB of JSON each);
 prints the answers and peak memory (the bodies-in-flight budget at work).
 
+`v2`: the same photos three ways, on a fresh service each, in alternating rounds:
+/predict multipart uploads, and V2 FP32 tensors decoded by the client beforehand (the
+image contract) sent as binary tensor data and as JSON. Prints photos a second, latency,
+request bytes, server CPU and peak memory per format.
+
     .venv/bin/python scripts/benchmark_serving.py --model-dir models/export --duration 30 \
         --naive ../shared/anchors/naive_server.py
     .venv/bin/python scripts/benchmark_serving.py --model-dir models/export --mode triggers --duration 60
+    .venv/bin/python scripts/benchmark_serving.py --model-dir models/export --mode v2 \
+        --photos ../shared/data/fullres --duration 15
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ import tempfile
 from pathlib import Path
 
 from loadtest.clients import run_clients, summary
-from loadtest.payloads import fp32_tensors, good_photos, triggers
+from loadtest.payloads import fp32_tensors, good_photos, triggers, v2_photos
 from loadtest.processes import PeakMemory, free_port, start, stop, tree_cpu_s
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,7 +74,8 @@ def measure(
     row = summary(tally, elapsed)
     row["peak_rss_mb"] = memory.peak
     answered = sum(sum(by.values()) for by in tally.statuses.values())
-    row["cpu_ms_per_request"] = 1000.0 * (tree_cpu_s(process.pid) - cpu_before) / max(1, answered)
+    row["cpu_s"] = tree_cpu_s(process.pid) - cpu_before
+    row["cpu_ms_per_request"] = 1000.0 * row["cpu_s"] / max(1, answered)
     row["statuses"] = tally.statuses
     return row
 
@@ -182,9 +190,131 @@ def tensor_check(args: argparse.Namespace, photos: list[Path]) -> dict:
     return row
 
 
+def v2_check(args: argparse.Namespace, photos: list[Path]) -> dict:
+    """The same photos as /predict multipart uploads, V2 binary FP32 and V2 JSON FP32
+    (decoded by the client beforehand), each on a fresh service, in alternating rounds."""
+    size = json.loads((Path(args.model_dir) / "model.json").read_text())["input"]["size"]
+    formats = {
+        "/predict multipart": lambda port: (good_photos(photos, port), 1),
+        "V2 binary FP32": lambda port: (v2_photos(photos, port, size, args.v2_batch, True), args.v2_batch),
+        "V2 JSON FP32": lambda port: (v2_photos(photos, port, size, args.v2_batch, False), args.v2_batch),
+    }  # fmt: skip
+    rounds: dict[str, list[dict]] = {name: [] for name in formats}
+    for _ in range(args.rounds):
+        for name, build in formats.items():
+            port = free_port()
+            actions, per_request = build(port)
+            service = start_service(port, args.model_dir, args.set)
+            try:
+                row = measure(service, port, [(actions, args.clients)],
+                              args.duration / args.rounds, args.warmup)  # fmt: skip
+            finally:
+                stop(service)
+            row["photos_per_request"] = per_request
+            row["request_bytes_per_photo"] = sum(len(a.payload) for a in actions) / (
+                len(actions) * per_request
+            )
+            rounds[name].append(row)
+    results = {name: combine(rows) | per_photo(rows) for name, rows in rounds.items()}
+    print_v2(args, photos, size, results)
+    return results
+
+
+def per_photo(rows: list[dict]) -> dict:
+    """A format's rounds as photos a second and server CPU per photo."""
+    k = rows[0]["photos_per_request"]
+    return {
+        "photos_per_s": k * sum(r["good_rps"] for r in rows) / len(rows),
+        # all the server's CPU over the photos it answered 200 (refusals cost CPU too)
+        "cpu_ms_per_photo": 1000.0
+        * sum(r["cpu_s"] for r in rows)
+        / max(1, k * sum(r["statuses"].get("good", {}).get(200, 0) for r in rows)),
+        "p50_ms": sum(r["p50_ms"] for r in rows) / len(rows),
+        "request_kb_per_photo": rows[0]["request_bytes_per_photo"] / 1024,
+    }
+
+
+def print_v2(args: argparse.Namespace, photos: list[Path], size: int, results: dict) -> None:
+    print(f"\n{args.clients} clients, {args.duration:g} s per format in {args.rounds} "
+          f"alternating rounds (a fresh service each), {len(photos)} photos at {size} px, "
+          f"V2: {args.v2_batch} photo(s) a request; settings: {' '.join(args.set) or '(defaults)'}")  # fmt: skip
+    print("| format | photos/s | p50 ms/request | p99 ms/request | request KB/photo | "
+          "server CPU ms/photo answered | peak RSS MB | non-200 |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, r in results.items():
+        print(f"| {name} | {r['photos_per_s']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
+              f"{r['request_kb_per_photo']:.0f} | {r['cpu_ms_per_photo']:.2f} | "
+              f"{r['peak_rss_mb']:.0f} | {r['good_not_200']} |")  # fmt: skip
+    base = results["/predict multipart"]["photos_per_s"]
+    print(
+        f"\nV2 binary / multipart: {results['V2 binary FP32']['photos_per_s'] / base:.2f}x photos/s"
+    )
+
+
+def v2_check(args: argparse.Namespace, photos: list[Path]) -> dict:
+    """The same photos as /predict multipart uploads, V2 binary FP32 and V2 JSON FP32
+    (decoded by the client beforehand), each on a fresh service, in alternating rounds."""
+    size = json.loads((Path(args.model_dir) / "model.json").read_text())["input"]["size"]
+    formats = {
+        "/predict multipart": lambda port: (good_photos(photos, port), 1),
+        "V2 binary FP32": lambda port: (v2_photos(photos, port, size, args.v2_batch, True), args.v2_batch),
+        "V2 JSON FP32": lambda port: (v2_photos(photos, port, size, args.v2_batch, False), args.v2_batch),
+    }  # fmt: skip
+    rounds: dict[str, list[dict]] = {name: [] for name in formats}
+    for _ in range(args.rounds):
+        for name, build in formats.items():
+            port = free_port()
+            actions, per_request = build(port)
+            service = start_service(port, args.model_dir, args.set)
+            try:
+                row = measure(service, port, [(actions, args.clients)],
+                              args.duration / args.rounds, args.warmup)  # fmt: skip
+            finally:
+                stop(service)
+            row["photos_per_request"] = per_request
+            row["request_bytes_per_photo"] = sum(len(a.payload) for a in actions) / (
+                len(actions) * per_request
+            )
+            rounds[name].append(row)
+    results = {name: combine(rows) | per_photo(rows) for name, rows in rounds.items()}
+    print_v2(args, photos, size, results)
+    return results
+
+
+def per_photo(rows: list[dict]) -> dict:
+    """A format's rounds as photos a second and server CPU per photo."""
+    k = rows[0]["photos_per_request"]
+    return {
+        "photos_per_s": k * sum(r["good_rps"] for r in rows) / len(rows),
+        # all the server's CPU over the photos it answered 200 (refusals cost CPU too)
+        "cpu_ms_per_photo": 1000.0
+        * sum(r["cpu_s"] for r in rows)
+        / max(1, k * sum(r["statuses"].get("good", {}).get(200, 0) for r in rows)),
+        "p50_ms": sum(r["p50_ms"] for r in rows) / len(rows),
+        "request_kb_per_photo": rows[0]["request_bytes_per_photo"] / 1024,
+    }
+
+
+def print_v2(args: argparse.Namespace, photos: list[Path], size: int, results: dict) -> None:
+    print(f"\n{args.clients} clients, {args.duration:g} s per format in {args.rounds} "
+          f"alternating rounds (a fresh service each), {len(photos)} photos at {size} px, "
+          f"V2: {args.v2_batch} photo(s) a request; settings: {' '.join(args.set) or '(defaults)'}")  # fmt: skip
+    print("| format | photos/s | p50 ms/request | p99 ms/request | request KB/photo | "
+          "server CPU ms/photo answered | peak RSS MB | non-200 |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, r in results.items():
+        print(f"| {name} | {r['photos_per_s']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
+              f"{r['request_kb_per_photo']:.0f} | {r['cpu_ms_per_photo']:.2f} | "
+              f"{r['peak_rss_mb']:.0f} | {r['good_not_200']} |")  # fmt: skip
+    base = results["/predict multipart"]["photos_per_s"]
+    print(
+        f"\nV2 binary / multipart: {results['V2 binary FP32']['photos_per_s'] / base:.2f}x photos/s"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mode", choices=["speed", "triggers", "tensors"], default="speed")
+    parser.add_argument("--mode", choices=["speed", "triggers", "tensors", "v2"], default="speed")
     parser.add_argument("--model-dir", default="models/export")
     parser.add_argument(
         "--photos", type=Path, default=PHOTOS, help="a folder of JPEGs [%(default)s]"
@@ -195,6 +325,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="service env KEY=VALUE")
     parser.add_argument("--rounds", type=int, default=3, help="triggers mode: alternations")
     parser.add_argument("--trigger-share", type=float, default=0.2, help="triggers mode")
+    parser.add_argument("--v2-batch", type=int, default=1, help="v2 mode: photos a request")
     parser.add_argument("--naive", type=Path, default=None,
                         help="speed mode: the course's naive_server.py to compare with "
                         "(../shared/anchors/naive_server.py on the team's machines)")  # fmt: skip
@@ -206,7 +337,7 @@ def main() -> None:
     if args.naive and not args.naive.is_file():
         sys.exit(f"No such file: {args.naive} (--naive wants the course's naive_server.py)")
     print(f"load before: {os.getloadavg()[0]:.2f} (1-min average), {os.cpu_count()} CPUs")
-    modes = {"speed": speed, "triggers": trigger_check, "tensors": tensor_check}
+    modes = {"speed": speed, "triggers": trigger_check, "tensors": tensor_check, "v2": v2_check}
     try:
         result = modes[args.mode](args, photos)
     except RuntimeError as exc:  # a server that would not start

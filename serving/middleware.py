@@ -70,18 +70,29 @@ def body_limit(settings: Settings, path: str) -> int:
     return settings.single_image_body_limit
 
 
+def _count(value: str | None) -> int | None:
+    return int(value) if value and value.isdigit() and len(value) < 19 else None
+
+
 def body_memory(scope: Scope, settings: Settings) -> int:
     """Memory a request's body will take once read and parsed, estimated before reading.
 
     The declared length (the route's cap when the body is chunked), four times over for
-    JSON (a V2 tensor's numbers become Python floats).
+    JSON (a V2 tensor's numbers become Python floats). A V2 body is JSON whatever its
+    Content-Type (Triton's client sends none), except the binary tensor data after its
+    `Inference-Header-Content-Length` bytes of JSON, which is used as it is.
     """
     path: str = scope["path"]
     length = _header(scope, b"content-length")
     limit = body_limit(settings, path)
-    size = min(int(length), limit) if length and length.isdigit() and len(length) < 19 else limit
+    declared = _count(length)
+    size = min(declared, limit) if declared is not None else limit
     if length == "0" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
         return 0
+    if path.startswith("/v2/"):
+        json_part = _count(_header(scope, b"inference-header-content-length"))
+        json_part = size if json_part is None else min(json_part, size)
+        return json_part * 4 + (size - json_part)
     content_type = (_header(scope, b"content-type") or "").lower()
     return size * 4 if content_type.startswith("application/json") else size
 

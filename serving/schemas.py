@@ -128,7 +128,9 @@ class TensorIn(BaseModel):
     name: str = Field(max_length=64)
     shape: list[int] = Field(max_length=8)
     datatype: str = Field(max_length=16)
-    data: list[Any]
+    data: list[Any] | None = Field(
+        None, description="Row-major values; absent when `parameters.binary_data_size` is set."
+    )
     parameters: dict[str, Any] | None = None
 
 
@@ -148,7 +150,12 @@ class TensorOut(BaseModel):
     name: str
     datatype: str
     shape: list[int]
-    data: list[float] | list[str]
+    data: list[float] | list[str] | None = Field(
+        None, description="Absent when the output is sent as binary data."
+    )
+    parameters: dict[str, Any] | None = Field(
+        None, description="`binary_data_size` of an output sent as binary data."
+    )
 
 
 class InferOut(BaseModel):

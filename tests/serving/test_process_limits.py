@@ -65,3 +65,24 @@ def test_a_body_that_stalls_gets_408(server: Server) -> None:
     assert status == 408, body
     assert json.loads(body)["reason"] == "body_timeout"
     assert time.monotonic() - started < 5
+
+
+def test_a_v2_binary_body_that_stalls_gets_408(server: Server, bundle_dir: Path) -> None:
+    """Binary tensor data is read under the same body deadline as any upload."""
+    manifest = json.loads((bundle_dir / "model.json").read_text())
+    size = manifest["input"]["size"]
+    data = bytes(3 * size * size * 4)  # one FP32 image of zeros
+    tensor = {"name": "image", "datatype": "FP32", "shape": [1, 3, size, size],
+              "parameters": {"binary_data_size": len(data)}}  # fmt: skip
+    header = json.dumps({"inputs": [tensor]}).encode()
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    sock.sendall(
+        f"POST /v2/models/{manifest['name']}/infer HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Inference-Header-Content-Length: {len(header)}\r\n"
+        f"Content-Length: {len(header) + len(data)}\r\n\r\n".encode()
+        + header
+        + data[: len(data) // 2]
+    )
+    status, _, body = read_http_response(sock)
+    sock.close()
+    assert (status, json.loads(body)["reason"]) == (408, "body_timeout"), body
