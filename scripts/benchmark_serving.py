@@ -251,67 +251,6 @@ def print_v2(args: argparse.Namespace, photos: list[Path], size: int, results: d
     )
 
 
-def v2_check(args: argparse.Namespace, photos: list[Path]) -> dict:
-    """The same photos as /predict multipart uploads, V2 binary FP32 and V2 JSON FP32
-    (decoded by the client beforehand), each on a fresh service, in alternating rounds."""
-    size = json.loads((Path(args.model_dir) / "model.json").read_text())["input"]["size"]
-    formats = {
-        "/predict multipart": lambda port: (good_photos(photos, port), 1),
-        "V2 binary FP32": lambda port: (v2_photos(photos, port, size, args.v2_batch, True), args.v2_batch),
-        "V2 JSON FP32": lambda port: (v2_photos(photos, port, size, args.v2_batch, False), args.v2_batch),
-    }  # fmt: skip
-    rounds: dict[str, list[dict]] = {name: [] for name in formats}
-    for _ in range(args.rounds):
-        for name, build in formats.items():
-            port = free_port()
-            actions, per_request = build(port)
-            service = start_service(port, args.model_dir, args.set)
-            try:
-                row = measure(service, port, [(actions, args.clients)],
-                              args.duration / args.rounds, args.warmup)  # fmt: skip
-            finally:
-                stop(service)
-            row["photos_per_request"] = per_request
-            row["request_bytes_per_photo"] = sum(len(a.payload) for a in actions) / (
-                len(actions) * per_request
-            )
-            rounds[name].append(row)
-    results = {name: combine(rows) | per_photo(rows) for name, rows in rounds.items()}
-    print_v2(args, photos, size, results)
-    return results
-
-
-def per_photo(rows: list[dict]) -> dict:
-    """A format's rounds as photos a second and server CPU per photo."""
-    k = rows[0]["photos_per_request"]
-    return {
-        "photos_per_s": k * sum(r["good_rps"] for r in rows) / len(rows),
-        # all the server's CPU over the photos it answered 200 (refusals cost CPU too)
-        "cpu_ms_per_photo": 1000.0
-        * sum(r["cpu_s"] for r in rows)
-        / max(1, k * sum(r["statuses"].get("good", {}).get(200, 0) for r in rows)),
-        "p50_ms": sum(r["p50_ms"] for r in rows) / len(rows),
-        "request_kb_per_photo": rows[0]["request_bytes_per_photo"] / 1024,
-    }
-
-
-def print_v2(args: argparse.Namespace, photos: list[Path], size: int, results: dict) -> None:
-    print(f"\n{args.clients} clients, {args.duration:g} s per format in {args.rounds} "
-          f"alternating rounds (a fresh service each), {len(photos)} photos at {size} px, "
-          f"V2: {args.v2_batch} photo(s) a request; settings: {' '.join(args.set) or '(defaults)'}")  # fmt: skip
-    print("| format | photos/s | p50 ms/request | p99 ms/request | request KB/photo | "
-          "server CPU ms/photo answered | peak RSS MB | non-200 |")  # fmt: skip
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for name, r in results.items():
-        print(f"| {name} | {r['photos_per_s']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
-              f"{r['request_kb_per_photo']:.0f} | {r['cpu_ms_per_photo']:.2f} | "
-              f"{r['peak_rss_mb']:.0f} | {r['good_not_200']} |")  # fmt: skip
-    base = results["/predict multipart"]["photos_per_s"]
-    print(
-        f"\nV2 binary / multipart: {results['V2 binary FP32']['photos_per_s'] / base:.2f}x photos/s"
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mode", choices=["speed", "triggers", "tensors", "v2"], default="speed")

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-
 
 from contracts import imaging
 from serving.inference.tensors import fp32_from_bytes, fp32_images

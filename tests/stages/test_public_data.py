@@ -6,6 +6,7 @@ prepares and trains on it."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -31,9 +32,11 @@ def standin(tmp_path: Path) -> StandIn:
 
 
 def dvc_repo(path: Path) -> Path:
+    """A fresh DVC repository with the project's params.yaml (it names paths.raw)."""
     path.mkdir()
     run(["git", "init", "-q"], path)
     run(["dvc", "init", "-q"], path)
+    shutil.copy2(ROOT / "params.yaml", path / "params.yaml")
     return path
 
 
