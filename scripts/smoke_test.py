@@ -21,6 +21,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -83,18 +84,22 @@ def as_json(path: str, body: bytes) -> dict:
     return value
 
 
-def run_checks(
-    client: Client, image: Path, label: str, wait_s: float, version: str | None = None
-) -> list[str]:
-    """Run every check, print one line each, and return the names of those that failed."""
-    photo = image.read_bytes()
+@dataclass
+class Checks:
+    """Each check a deployment must pass; a method returns what it saw or raises CheckFailed."""
 
-    def wait_for_200(path: str) -> str:
+    client: Client
+    image: Path
+    label: str
+    wait_s: float
+    version: str | None = None
+
+    def wait_for_200(self, path: str) -> str:
         # Retries for up to wait_s: a fresh rollout or port-forward may not answer yet.
-        deadline = time.monotonic() + wait_s
+        deadline = time.monotonic() + self.wait_s
         while True:
             try:
-                status, body = client.request("GET", path)
+                status, body = self.client.request("GET", path)
             except CheckFailed:
                 if time.monotonic() >= deadline:
                     raise
@@ -104,68 +109,74 @@ def run_checks(
                     return "HTTP 200"
             time.sleep(1.0)
 
-    def live() -> str:
-        return wait_for_200("/health/live")
+    def live(self) -> str:
+        return self.wait_for_200("/health/live")
 
-    def ready() -> str:
-        return wait_for_200("/health/ready")
+    def ready(self) -> str:
+        return self.wait_for_200("/health/ready")
 
-    def model_info() -> str:
-        status, body = client.request("GET", "/model-info")
+    def model_info(self) -> str:
+        status, body = self.client.request("GET", "/model-info")
         expect_status("GET", "/model-info", status, body, 200)
         info = as_json("/model-info", body)
         missing = [k for k in ("name", "version", "classes") if k not in info]
         if missing:
             raise CheckFailed(f"/model-info lacks {', '.join(missing)}: {snippet(body)}")
-        if label not in info["classes"]:
-            raise CheckFailed(f"/model-info classes {info['classes']} do not include {label!r}")
-        if version is not None and info["version"] != version:
-            raise CheckFailed(f"/model-info version {info['version']!r}, expected {version!r}")
+        if self.label not in info["classes"]:
+            raise CheckFailed(
+                f"/model-info classes {info['classes']} do not include {self.label!r}"
+            )
+        if self.version is not None and info["version"] != self.version:
+            raise CheckFailed(f"/model-info version {info['version']!r}, expected {self.version!r}")
         return f"{info['name']} {info['version']}, classes {info['classes']}"
 
-    def predict() -> str:
-        status, body = client.upload("/predict", image.name, photo, "image/jpeg")
+    def predict(self) -> str:
+        name = self.image.name
+        status, body = self.client.upload("/predict", name, self.image.read_bytes(), "image/jpeg")
         expect_status("POST", "/predict", status, body, 200)
         answer = as_json("/predict", body)
-        got = answer.get("label")
-        if got != label:
+        got, served = answer.get("label"), answer.get("model_version")
+        if got != self.label:
             raise CheckFailed(
-                f"{image.name}: predicted {got!r} (confidence {answer.get('confidence')}), "
-                f"expected {label!r}"
+                f"{name}: predicted {got!r} (confidence {answer.get('confidence')}), "
+                f"expected {self.label!r}"
             )
-        served = answer.get("model_version")
-        if version is not None and served != version:
-            raise CheckFailed(f"/predict answered with model {served!r}, expected {version!r}")
-        return f"{image.name} -> {got} ({answer.get('confidence')}, model {served})"
+        if self.version is not None and served != self.version:
+            raise CheckFailed(f"/predict answered with model {served!r}, expected {self.version!r}")
+        return f"{name} -> {got} ({answer.get('confidence')}, model {served})"
 
-    def bad_input() -> str:
-        status, body = client.upload("/predict", "notes.jpg", b"this is not a photo", "image/jpeg")
+    def bad_input(self) -> str:
+        status, body = self.client.upload("/predict", "notes.jpg", b"not a photo", "image/jpeg")
         if not 400 <= status < 500:
             raise CheckFailed(f"POST /predict with a non-image: HTTP {status}, expected 4xx")
         return f"non-image answered HTTP {status}: {snippet(body, 120)}"
 
-    def metrics() -> str:
-        status, body = client.request("GET", "/metrics")
+    def metrics(self) -> str:
+        status, body = self.client.request("GET", "/metrics")
         expect_status("GET", "/metrics", status, body, 200)
-        samples = [
-            line
-            for line in body.decode("utf-8", "replace").splitlines()
-            if line.startswith("predictions_total{")
-        ]
+        text = body.decode("utf-8", "replace")
+        samples = [line for line in text.splitlines() if line.startswith("predictions_total{")]
         if not samples:
             raise CheckFailed("/metrics has no predictions_total sample")
         return "; ".join(samples)
 
-    checks: list[tuple[str, Callable[[], str]]] = [
-        ("live", live),
-        ("ready", ready),
-        ("model-info", model_info),
-        ("predict", predict),
-        ("bad-input", bad_input),
-        ("metrics", metrics),
-    ]
+    def in_order(self) -> list[tuple[str, Callable[[], str]]]:
+        return [
+            ("live", self.live),
+            ("ready", self.ready),
+            ("model-info", self.model_info),
+            ("predict", self.predict),
+            ("bad-input", self.bad_input),
+            ("metrics", self.metrics),
+        ]
+
+
+def run_checks(
+    client: Client, image: Path, label: str, wait_s: float, version: str | None = None
+) -> list[str]:
+    """Run every check, print one line each, and return the names of those that failed."""
     failed = []
-    for name, check in checks:
+    for name, check in Checks(client, image, label, wait_s, version).in_order():
         try:
             detail = check()
         except CheckFailed as exc:
