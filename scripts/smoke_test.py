@@ -146,7 +146,9 @@ class Checks:
         return f"{name} -> {got} ({answer.get('confidence')}, model {served})"
 
     def bad_input(self) -> str:
-        status, body = self.client.upload("/predict", "notes.jpg", b"not a photo", "image/jpeg")
+        status, body = self.client.upload(
+            "/predict", "notes.jpg", b"this is not a photo", "image/jpeg"
+        )
         if not 400 <= status < 500:
             raise CheckFailed(f"POST /predict with a non-image: HTTP {status}, expected 4xx")
         return f"non-image answered HTTP {status}: {snippet(body, 120)}"

@@ -148,7 +148,7 @@ class Settings(BaseSettings):
     max_body_memory_bytes: int = Field(
         96 * 2**20,
         ge=1,
-        description="memory the request bodies in flight may take once read and parsed (estimated before reading: the declared length, × 4 for JSON)"
+        description="memory the request bodies in flight may take once read and parsed (estimated before reading: the declared length, × 4 for JSON, which every V2 body is but for its binary tensor data)"
         + _503
         + " (a request alone is always let in)",
     )
