@@ -1,8 +1,9 @@
 """Shared fixtures: the committed photographs, a tiny bundle and a real pipeline run.
 
 Two tiers: `tiny_bundle_dir` is a real bundle built in seconds (tests/helpers/tiny_bundle.py)
-for the service tests; `pipeline_repo` runs the whole pipeline (minutes), and every test
-that uses it is marked `slow` here, so `pytest -m "not slow"` is the fast tier.
+for the service tests; `pipeline_repo` runs the whole pipeline (minutes). Every test that
+uses it, or a PostgreSQL server or an S3 API, is marked `slow` here, so
+`pytest -m "not slow"` is the fast tier.
 
 The `pipeline_repo` fixture copies the project into a temporary folder, puts the
 committed sample photographs (tests/data/photos, 2 x 200) in data/raw and runs
@@ -119,8 +120,16 @@ def tiny_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_bundle(tmp_path_factory.mktemp("tiny-bundle"))
 
 
+# Fixtures that run the pipeline or start a server outside the process: their tests are slow.
+SLOW_FIXTURES = {"pipeline_repo", "postgres", "s3_endpoint"}
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Whatever waits for the pipeline run is slow: out of `pytest -m "not slow"`."""
+    """Whatever waits for the pipeline run, a PostgreSQL server or an S3 API is slow: out of
+    `pytest -m "not slow"`, the fast tier (modules that drive DVC remotes or a browser mark
+    themselves)."""
     for item in items:
-        if "pipeline_repo" in getattr(item, "fixturenames", ()):
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        uses = set(getattr(item, "fixturenames", ())) & SLOW_FIXTURES
+        if uses or "postgresql" in params.values():
             item.add_marker(pytest.mark.slow)

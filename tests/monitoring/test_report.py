@@ -242,6 +242,7 @@ def test_cli_without_matplotlib_still_writes_the_report(small_store: dict, tmp_p
     assert not (out / "history.png").exists()
 
 
+@pytest.mark.slow  # a PostgreSQL server
 def test_report_reads_a_postgres_store_the_same_way(small_store: dict, tmp_path: Path) -> None:
     with running_postgres() as server:
         url = new_database(server)

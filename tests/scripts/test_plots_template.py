@@ -24,6 +24,8 @@ from PIL import Image
 from tests.helpers.commands import run
 from tests.helpers.servers import free_port
 
+pytestmark = pytest.mark.slow  # DVC against remotes, or a browser: not the fast tier
+
 ROOT = Path(__file__).resolve().parents[2]
 VEGA_PLOTS = 5  # loss, accuracy, confusion matrix, ROC, precision-recall
 IMAGE_PLOTS = 2  # the gallery of confidently wrong photos, the disputed labels

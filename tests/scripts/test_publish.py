@@ -11,9 +11,13 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.helpers.commands import run, venv_env
 from tests.helpers.photos import LABELS, sample_photos
 from tests.helpers.s3 import CREDENTIALS, s3_client
+
+pytestmark = pytest.mark.slow  # DVC against remotes, or a browser: not the fast tier
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -84,6 +84,7 @@ def test_a_range_with_no_photos_is_refused_and_the_old_photos_stay(
     assert not raw.with_name("raw.partial").exists()
 
 
+@pytest.mark.slow  # DVC imports in a subprocess
 def test_file_url_is_imported_with_dvc_proven_and_tracked(standin: StandIn, tmp_path: Path) -> None:
     repo = dvc_repo(tmp_path / "repo")
     result = fetch(repo, standin.url, standin.sha256, "--size", str(standin.size))
@@ -108,6 +109,7 @@ def test_file_url_is_imported_with_dvc_proven_and_tracked(standin: StandIn, tmp_
     assert len(files_under(repo / "data/raw")) == 20
 
 
+@pytest.mark.slow  # DVC imports in a subprocess
 def test_an_archive_with_another_checksum_is_refused_and_removed(
     standin: StandIn, tmp_path: Path
 ) -> None:
@@ -123,6 +125,7 @@ def test_an_archive_with_another_checksum_is_refused_and_removed(
     assert wrong_size.returncode == 1 and f"should have {standin.size + 1}" in wrong_size.stderr
 
 
+@pytest.mark.slow  # DVC imports in a subprocess
 def test_the_archive_over_http_as_dvc_downloads_the_real_one(
     standin: StandIn, tmp_path: Path
 ) -> None:
