@@ -8,7 +8,6 @@ no service has written yet.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,15 +22,9 @@ from serving.store import (
     TimeRange,
     read_predictions,
 )
-from tests.helpers.postgres import PostgresServer, new_database, running_postgres
+from tests.helpers.postgres import PostgresServer, new_database
 
 T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC).timestamp()
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresServer]:
-    with running_postgres() as server:
-        yield server
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -9,14 +9,13 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.helpers.photos import fullres_photos
-from tests.helpers.postgres import PostgresServer, new_database, running_postgres
+from tests.helpers.postgres import PostgresServer, new_database
 from tests.helpers.servers import Server, serving
 
 pytestmark = pytest.mark.slow
@@ -24,12 +23,6 @@ pytestmark = pytest.mark.slow
 # Outages show within a second: a failed batch is retried for half a second, then counted.
 FAST_STORE = {"STORE_RETRY_S": "0.5", "STORE_FLUSH_MS": "20", "STORE_TIMEOUT_S": "2",
               "STORE_WINDOW_TTL_S": "0.01", "RETRY_AFTER_S": "2"}  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresServer]:
-    with running_postgres() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

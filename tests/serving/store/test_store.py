@@ -11,7 +11,6 @@ import itertools
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,15 +23,9 @@ from serving.store import (
     StoreError,
     UnknownPrediction,
 )
-from tests.helpers.postgres import PostgresServer, new_database, running_postgres
+from tests.helpers.postgres import PostgresServer, new_database
 
 _ids = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresServer]:
-    with running_postgres() as server:
-        yield server
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
