@@ -36,6 +36,8 @@ from stages.params import Paths, load_params
 from stages.quantize import calibration_photos, quantize_int8, session, timed_predict
 from stages.tracking import resume_run
 
+STACK_TRACE_KEY = "pkg.torch.onnx.stack_trace"  # node metadata written by the dynamo exporter
+
 
 class Served(nn.Module):
     """What the service runs: probabilities from [0, 1] RGB, optionally flip-averaged."""
@@ -70,7 +72,19 @@ def export_onnx(model: nn.Module, size: int, path: Path, opset: int) -> None:
             external_data=False,
             verbose=False,
         )
+    strip_stack_traces(path)
     onnx.checker.check_model(str(path))
+
+
+def strip_stack_traces(path: Path) -> None:
+    """Drop the exporter's per-node Python stack traces: they name this checkout's absolute
+    paths, so the same checkpoint exported from two clones gave two bundle versions."""
+    model = onnx.load(str(path))
+    for node in model.graph.node:
+        kept = [p for p in node.metadata_props if p.key != STACK_TRACE_KEY]
+        del node.metadata_props[:]
+        node.metadata_props.extend(kept)
+    onnx.save(model, str(path))
 
 
 def prove_agreement(

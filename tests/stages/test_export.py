@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -21,6 +22,8 @@ from stages.export import (
 from stages.models import small_cnn
 from stages.quantize import quantize_int8, session
 from tests.helpers.photos import LABELS, sample_photos
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_export_refuses_a_graph_that_disagrees_with_pytorch(tmp_path: Path) -> None:
@@ -105,3 +108,13 @@ def test_the_same_model_exports_and_quantizes_to_the_same_bytes(tmp_path: Path) 
         quantize_int8(fp32_path, int8_path, photos, "minmax", ["softmax"], batch_size=8)
         digests.add((fp32_path.read_bytes(), int8_path.read_bytes()))
     assert len(digests) == 1
+
+
+def test_the_exported_graph_names_no_path_of_this_checkout(tmp_path: Path) -> None:
+    """The bundle's bytes must not depend on where the repository was cloned."""
+    model = Served(small_cnn(2, channels=(8,), convs_per_stage=(1,)), tta=False).eval()
+    export_onnx(model, 32, tmp_path / "m.onnx", opset=18)
+    graph = onnx.load(str(tmp_path / "m.onnx"))
+    keys = {p.key for node in graph.graph.node for p in node.metadata_props}
+    assert "pkg.torch.onnx.stack_trace" not in keys
+    assert str(ROOT).encode() not in (tmp_path / "m.onnx").read_bytes()
