@@ -61,15 +61,21 @@ def forget_photos(repo: Path) -> None:
     shutil.rmtree(repo / ".dvc" / "cache")
 
 
-def test_an_s3_remote_is_pulled_with_credentials_and_named_without(
-    tmp_path: Path, s3_endpoint: str
-) -> None:
+def pushed_to_s3(tmp_path: Path, s3_endpoint: str) -> Path:
+    """A repository whose photos went to an S3 remote (`storage`), then left the clone."""
     s3_client(s3_endpoint).create_bucket(Bucket="photos")
     repo = repo_with_photos(tmp_path / "repo")
     run(["dvc", "remote", "add", "-d", "storage", "s3://photos/store"], repo)
     run(["dvc", "remote", "modify", "storage", "endpointurl", s3_endpoint], repo)
     run(["dvc", "push"], repo, env=CREDENTIALS)
     forget_photos(repo)
+    return repo
+
+
+def test_an_s3_remote_is_pulled_with_credentials_and_named_without(
+    tmp_path: Path, s3_endpoint: str
+) -> None:
+    repo = pushed_to_s3(tmp_path, s3_endpoint)
 
     refused = pull_data(repo, clean_env(tmp_path, AWS_DEFAULT_REGION="us-east-1"))
     assert refused.returncode == 1
@@ -84,12 +90,7 @@ def test_an_s3_remote_is_pulled_with_credentials_and_named_without(
 
 
 def test_credentials_in_the_remotes_local_config_count(tmp_path: Path, s3_endpoint: str) -> None:
-    s3_client(s3_endpoint).create_bucket(Bucket="photos")
-    repo = repo_with_photos(tmp_path / "repo")
-    run(["dvc", "remote", "add", "-d", "storage", "s3://photos/store"], repo)
-    run(["dvc", "remote", "modify", "storage", "endpointurl", s3_endpoint], repo)
-    run(["dvc", "push"], repo, env=CREDENTIALS)
-    forget_photos(repo)
+    repo = pushed_to_s3(tmp_path, s3_endpoint)
     for key, value in (("access_key_id", "testing"), ("secret_access_key", "testing")):
         run(["dvc", "remote", "modify", "--local", "storage", key, value], repo)
 

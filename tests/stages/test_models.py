@@ -6,9 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from contracts.imaging import load, to_batch
 from stages.lightning_module import build_model
@@ -18,15 +16,11 @@ from stages.models import (
     pretrained_lite0_state_dict,
     rename_lite0_key,
 )
+from tests.helpers.config import composed
 from tests.helpers.photos import LABELS, sample_photos
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml"))
-
-
-def composed(overrides: list[str] | None = None) -> dict:
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
-        return OmegaConf.to_container(compose("config", overrides=overrides or []), resolve=True)
 
 
 @pytest.mark.parametrize("model_name", MODELS)

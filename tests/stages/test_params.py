@@ -6,18 +6,11 @@ from pathlib import Path
 
 import torch
 import yaml
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
 from stages.lightning_module import build_model
+from tests.helpers.config import composed
 
 ROOT = Path(__file__).resolve().parents[2]
-MODELS = sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml"))
-
-
-def composed(overrides: list[str] | None = None) -> dict:
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
-        return OmegaConf.to_container(compose("config", overrides=overrides or []), resolve=True)
 
 
 def test_params_yaml_equals_the_composition_of_conf() -> None:

@@ -4,18 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
-from omegaconf import OmegaConf
 
 from stages.train import EpochHistory, build_callbacks, summarize
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def composed(overrides: list[str]) -> dict:
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
-        return OmegaConf.to_container(compose("config", overrides=overrides), resolve=True)
+from tests.helpers.config import composed
 
 
 def test_callbacks_come_from_config_and_an_override_changes_them(tmp_path: Path) -> None:
