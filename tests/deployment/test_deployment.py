@@ -422,10 +422,21 @@ def serving_venv() -> Path:
     return venv
 
 
+# The image starts only with a key (or AUTH_DISABLED=true): its servers here get this one,
+# as the pod gets its Secret.
+IMAGE_API_KEY = "deployment-test-key"
+
+
 def start_like_the_image(
-    dockerfile: list[Stage], venv: Path, bundle: Path, work: Path, wait_ready: bool = True
+    dockerfile: list[Stage],
+    venv: Path,
+    bundle: Path,
+    work: Path,
+    wait_ready: bool = True,
+    settings: dict[str, str] | None = None,
 ) -> Server:
-    """Lay out what the runtime stage copies, apply its ENV and run its CMD."""
+    """Lay out what the runtime stage copies, apply its ENV (then `settings`, by default
+    the API key) and run its CMD."""
     runtime = dockerfile[-1]
     app_dir = work / "app"
     for srcs, dst, source in runtime.copies:
@@ -443,6 +454,7 @@ def start_like_the_image(
     for key, value in runtime.env.items():
         value = value.replace("$PATH", env["PATH"]).replace("/opt/venv", str(venv))
         env[key] = value.replace(runtime.workdir, str(app_dir))
+    env.update({"API_KEY": IMAGE_API_KEY} if settings is None else settings)
     port = free_port()
     env.update(HOST="127.0.0.1", PORT=str(port))  # bind loopback only, on a free port
     cmd = list(runtime.cmd or [])
@@ -494,7 +506,8 @@ def smoke_photo(bundle_dir: Path, fullres_photos: list[tuple[Path, str]]) -> tup
 
 
 def run_smoke(url: str, photo: Path, label: str, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, str(SMOKE_TEST), url, "--image", str(photo), "--label", label, *extra]
+    cmd = [sys.executable, str(SMOKE_TEST), url, "--image", str(photo), "--label", label]
+    cmd += ["--api-key", IMAGE_API_KEY, *extra]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
