@@ -51,7 +51,7 @@ def start_service(port: int, model_dir: str, settings: list[str]) -> subprocess.
     logs = Path(tempfile.mkdtemp(prefix="cats-dogs-benchmark-"))  # a fresh store per run
     env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "MODEL_DIR": model_dir,
            "LOG_LEVEL": "warning", "STORE_PATH": str(logs / "store.sqlite3"),
-           "DATABASE_URL": ""}  # fmt: skip
+           "DATABASE_URL": "", "AUTH_DISABLED": "true"}  # fmt: skip
     env.update(item.split("=", 1) for item in settings)
     ready = f"http://127.0.0.1:{port}/health/ready"
     return start([sys.executable, "-m", "serving"], ready, env, ROOT)

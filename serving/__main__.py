@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import signal
+import sys
 from types import FrameType
 from typing import Any
 
 import uvicorn
 
+from serving.auth_policy import auth_refusal
+from serving.logs import configure_logging
 from serving.settings import Settings
 
 
@@ -35,8 +39,21 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
+def refuse_open_start(settings: Settings) -> None:
+    """Exit 2 before uvicorn starts when no API key is set and auth is not switched off on
+    purpose: the reason as a JSON log line on stdout and as plain text on stderr."""
+    refusal = auth_refusal(settings)
+    if refusal is None:
+        return  # the app's lifespan logs the WARNING when auth is off (check_auth)
+    configure_logging(settings.log_level)
+    logging.getLogger("serving.auth").critical(refusal)
+    print(f"Refusing to start: {refusal}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def main() -> None:
     settings = Settings.from_env()
+    refuse_open_start(settings)
     # uvicorn drains on SIGTERM, then restores this handler and re-raises the signal:
     # exiting 0 here (instead of dying by the signal) marks the shutdown as a clean one.
     signal.signal(signal.SIGTERM, _exit_cleanly)

@@ -9,6 +9,7 @@ core in serving/inference/.
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -20,6 +21,7 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
+from serving.auth_policy import check_auth
 from serving.errors import install_error_handlers
 from serving.logs import configure_logging
 from serving.middleware import RequestContextMiddleware
@@ -61,6 +63,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(state.settings.log_level)
+        # Before anything loads: an open API by accident stops here (serving/auth_policy.py).
+        check_auth(state.settings, logging.getLogger("serving.auth"))
         restore = drain_on_sigterm(state)
         await state.start()
         try:

@@ -53,8 +53,8 @@ _STORE_PATH = Path(tempfile.gettempdir()) / "cats-dogs-serving" / "store.sqlite3
 class Settings(BaseSettings):
     """All runtime settings of the service; `Settings()` reads them from the environment.
 
-    An empty variable counts as unset (`API_KEY=` leaves authentication off); one that
-    does not parse (`PORT=abc`) stops the start with a message naming it.
+    An empty variable counts as unset (`API_KEY=` is no key: the start is refused unless
+    `AUTH_DISABLED=true`, serving/auth_policy.py); one that does not parse (`PORT=abc`) stops the start with a message naming it.
     """
 
     model_config = SettingsConfigDict(
@@ -83,8 +83,12 @@ class Settings(BaseSettings):
     )
     api_key: str = Field(
         "",
-        json_schema_extra=_shown("empty (off)"),
-        description="when set, required as `X-API-Key: KEY` or `Authorization: Bearer KEY` on every endpoint except health, metrics, the web page and the API docs",
+        json_schema_extra=_shown("empty (the start is refused)"),
+        description="required as `X-API-Key: KEY` or `Authorization: Bearer KEY` on every endpoint except health, metrics, the web page and the API docs; without it the service refuses to start unless `AUTH_DISABLED=true`",
+    )
+    auth_disabled: bool = Field(
+        False,
+        description="`true` lets the service start without `API_KEY`, every endpoint open (local use only; logged as a WARNING at start-up); ignored when `API_KEY` is set",
     )
     shutdown_grace_s: float = Field(
         20.0,

