@@ -139,6 +139,7 @@ def promote(challenger, photos: promotion.Photos, decision, args, params, paths:
     }
     version = registry.register(challenger, photos.images, tags, str(params.tracking.experiment))
     rec = registry.record(challenger, version, decision.reasons[0])
+    paths.export.parent.mkdir(parents=True, exist_ok=True)
     rec.write(paths.export.parent)
     registry.append_audit(args.audit, "promote", rec)
     return version
