@@ -40,12 +40,17 @@ COPY serving/ serving/
 # get one, not a bare "not found". (A wildcard such as expor[t] does
 # the same under BuildKit, but the classic builder refuses it: "no source files".)
 COPY models/ models/
+# models/registry.json (the promotion gate's record, docs/lifecycle.md) goes beside the
+# bundle when it names this bundle: the service then shows its registry version and alias.
 RUN if [ ! -s models/export/model.onnx ] || [ ! -s models/export/model.json ]; then \
       echo "No model bundle in models/export/ (model.onnx and model.json). Get one first:" >&2; \
       echo "  dvc pull models/export   the bundle dvc.lock records, from your DVC remote" >&2; \
       echo "  dvc repro                or build it here: data, training, export" >&2; \
       echo "Publish it for other clones and CI with scripts/publish (docs/deployment.md)." >&2; \
       exit 1; \
+    fi \
+    && if [ -f models/registry.json ] && python -c "import json, sys; sys.exit(json.load(open('models/registry.json'))['bundle_version'] != json.load(open('models/export/model.json'))['version'])"; then \
+      cp models/registry.json models/export/registry.json; \
     fi \
     && python -m compileall -q contracts serving
 USER 10001:10001

@@ -147,7 +147,9 @@ for src in $(awk 'toupper($1) == "COPY" && $2 !~ /^--from/ {for (i = 2; i < NF; 
 done
 
 echo "== docker build -t $tag (model $version)"
-build_args=(--label "org.opencontainers.image.version=$version")
+# OCI labels: the bundle version and, when the gate promoted it, its registry version/alias.
+read -r -a build_args <<< "$(python scripts/image_labels.py "$context/models/export")"
+build_args+=(--label "org.opencontainers.image.revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)")
 if [ "$ours" = true ]; then
   build_args+=(--network host)   # no bridge here: RUN steps reach the registry on the host's network
   export DOCKER_BUILDKIT=0       # no buildx here: the classic builder

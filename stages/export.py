@@ -1,4 +1,4 @@
-"""Stage 4: best checkpoint -> the model bundle (paths.export), proven, quantized, registered.
+"""Stage 4: best checkpoint -> the model bundle (paths.export), proven, quantized, described.
 
 The bundle is what the service loads: an ONNX graph that takes RGB in [0, 1] and
 returns probabilities (normalisation inside), and model.json (docs/bundle.md). The float
@@ -32,6 +32,8 @@ from stages.allocator import reuse_freed_memory
 from stages.classification_metrics import classification_metrics
 from stages.fingerprint import environment_fingerprint
 from stages.lightning_module import Classifier, load_classifier
+from stages.model_card import render as render_card
+from stages.model_card import test_names, write_card
 from stages.params import Paths, load_params
 from stages.quantize import calibration_photos, quantize_int8, session, timed_predict
 from stages.tracking import resume_run
@@ -339,32 +341,27 @@ def main() -> None:
     with resume_run(paths.run_file) as run:
         manifest = manifest_for(cfg, bundle, test_metrics, paths, run.info.run_id)
         manifest.write(paths.export)
+        card = write_card(paths.export, card_for(manifest, bundle, paths))
         figures = export_metrics(bundle, test_metrics)
         (paths.metrics / "export.json").write_text(json.dumps(figures, indent=2) + "\n")
         mlflow.log_metrics({k: v for k, v in figures.items() if isinstance(v, float)})
-        mlflow.log_artifact(str(paths.export / "model.json"), "bundle")
-        version = register(bundle.onnx_path, cfg.registered_name, manifest)
+        # A candidate: logged with its run, registered only by the promotion gate.
+        for path in (paths.export / "model.json", card, bundle.onnx_path):
+            mlflow.log_artifact(str(path), "bundle")
     print(
         f"export: {bundle.onnx_path} ({bundle.precision}, {figures['onnx_size_mb']} MB, "
         f"version {manifest.version}), test accuracy {bundle.accuracy}, "
         f"ms/photo on one thread {bundle.ms}, max |ONNX fp32 - PyTorch| "
-        f"{bundle.worst_difference:.1e}, registered as {cfg.registered_name} v{version}"
+        f"{bundle.worst_difference:.1e}; a challenger until `python -m stages.promote` "
+        f"accepts it"
     )
 
 
-def register(onnx_path: Path, name: str, manifest: BundleManifest) -> str:
-    """Log the graph to the MLflow registry, tagged with what identifies the bundle."""
-    info = mlflow.onnx.log_model(
-        onnx.load(str(onnx_path)),
-        name="model",
-        registered_model_name=name,
-        save_as_external_data=False,
-    )
-    client = mlflow.MlflowClient()
-    version = str(info.registered_model_version)
-    for key in ("data_version", "git_revision", "version"):
-        client.set_model_version_tag(name, version, key, getattr(manifest, key))
-    return version
+def card_for(manifest: BundleManifest, bundle: BuiltBundle, paths: Paths) -> str:
+    """MODEL_CARD.md's text, from the served graph's test predictions and the stage metrics."""
+    labels = bundle.test.labels
+    names = test_names(paths.manifest, len(labels))
+    return render_card(manifest, bundle.served.probs, labels, names, paths.metrics)
 
 
 if __name__ == "__main__":

@@ -140,6 +140,7 @@ def test_dockerfile_recipe(dockerfile: list[Stage]) -> None:
         "contracts/",
         "models/.gitignore",  # committed: models/ exists in the context without a bundle
         "models/export/",
+        "models/registry.json",  # the promotion gate's record, when committed (lifecycle.md)
         "serving/",
     ]
     assert (ROOT / "models" / ".gitignore").is_file()
