@@ -146,7 +146,7 @@ def test_an_accepted_bundle_is_registered_with_the_champion_alias(gate_repo, mon
     assert record is not None and record.bundle_version == strong["version"]
     client = mlflow.MlflowClient(f"sqlite:///{gate_repo / 'mlflow.db'}")
     version = client.get_model_version_by_alias(record.name, "champion")
-    assert version.version == record.version
+    assert str(version.version) == record.version
     assert version.tags["bundle_version"] == strong["version"]
     model = mlflow.models.get_model_info(f"models:/{record.name}@champion")
     assert model.signature is not None and model.saved_input_example_info is not None
