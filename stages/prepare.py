@@ -12,9 +12,9 @@ import io
 import json
 import os
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing import Pool
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
