@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -35,6 +36,56 @@ def predict(model: Classifier, images: np.ndarray, batch_size: int, mirror: bool
             batch = batch.flip(3)
         chunks.append(model(batch).softmax(1).numpy())
     return np.concatenate(chunks) if chunks else np.empty((0, len(model.hparams.classes)))
+
+
+def score(
+    model: Classifier, images: np.ndarray, batch_size: int, tta: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """(plain probabilities, the reported ones): with TTA, averaged with the mirror image."""
+    plain = predict(model, images, batch_size, mirror=False)
+    if not tta:
+        return plain, plain
+    return plain, (plain + predict(model, images, batch_size, mirror=True)) / 2
+
+
+@dataclass(frozen=True)
+class FiledTestSplit:
+    """The test split as it was filed, before the reviewed label fixes (stages.label_fixes).
+
+    `accuracy` in metrics/evaluate.json scores the corrected labels of the kept photos;
+    this scores the same model against the labels as filed, over the kept photos plus
+    the photos the review dropped, so a cleaned metric is never mistaken for a better model.
+    """
+
+    labels: np.ndarray  # corrected labels of the kept photos
+    original: np.ndarray  # their labels as filed
+    dropped_images: np.ndarray  # photos the review dropped from the test split
+    dropped_labels: np.ndarray  # their labels as filed
+
+    @classmethod
+    def load(cls, paths: Paths, labels: np.ndarray, shape: tuple[int, ...]) -> FiledTestSplit:
+        """From prepare's outputs; data prepared before the review counts as unreviewed."""
+        if not paths.split_original_labels("test").exists():
+            return cls(labels, labels, np.empty((0, *shape), np.uint8), np.empty(0, np.int64))
+        return cls(
+            labels,
+            np.load(paths.split_original_labels("test")),
+            np.load(paths.dropped_images("test"), mmap_mode="r"),
+            np.load(paths.dropped_labels("test")),
+        )
+
+    def accuracy(self, probs: np.ndarray, dropped_probs: np.ndarray) -> dict[str, float | int]:
+        """Accuracy on the filed labels, beside how many test labels the review touched."""
+        correct = (probs.argmax(1) == self.original).sum()
+        if len(self.dropped_labels):
+            correct += (dropped_probs.argmax(1) == self.dropped_labels).sum()
+        n = len(self.original) + len(self.dropped_labels)
+        return {
+            "accuracy_original_labels": round(float(correct) / n, 6),
+            "n_original_labels": n,
+            "test_labels_corrected": int((self.original != self.labels).sum()),
+            "test_photos_dropped": len(self.dropped_labels),
+        }
 
 
 def curve_tables(labels: np.ndarray, probs: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -106,13 +157,13 @@ def main() -> None:
     if len(labels) == 0:
         raise SystemExit("The test split is empty: add photos or raise prepare.split.test.")
 
-    plain = predict(model, images, cfg.batch_size, mirror=False)
-    probs = plain
-    if cfg.tta:  # test-time augmentation: average with the mirrored photo
-        probs = (plain + predict(model, images, cfg.batch_size, mirror=True)) / 2
+    plain, probs = score(model, images, cfg.batch_size, bool(cfg.tta))
     metrics = classification_metrics(labels, probs, classes)
     metrics["tta"] = bool(cfg.tta)
     metrics["accuracy_without_tta"] = classification_metrics(labels, plain, classes)["accuracy"]
+    filed = FiledTestSplit.load(paths, labels, images.shape[1:])
+    dropped_probs = score(model, filed.dropped_images, cfg.batch_size, bool(cfg.tta))[1]
+    metrics.update(filed.accuracy(probs, dropped_probs))
 
     PLOTS.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(
@@ -135,7 +186,8 @@ def main() -> None:
         mlflow.log_artifacts(str(figures), "evaluate")
         mlflow.log_text(report, "evaluate/classification_report.txt")
     print(
-        f"evaluate: test accuracy {metrics['accuracy']:.4f} "
+        f"evaluate: test accuracy {metrics['accuracy']:.4f} on the reviewed labels, "
+        f"{metrics['accuracy_original_labels']:.4f} on the labels as filed "
         f"(without TTA {metrics['accuracy_without_tta']:.4f}), ROC AUC {metrics['roc_auc']:.4f}"
     )
     print(report)

@@ -38,6 +38,8 @@ class Paths:
     export: Path
     metrics: Path
     plots: Path
+    label_fixes: Path | None = None  # reviewed corrections (stages.label_fixes); None: none
+    drop_hashes: Path | None = None  # content hashes of known placeholders; None: none
 
     @classmethod
     def from_params(cls, params: DictConfig) -> Paths:
@@ -50,7 +52,20 @@ class Paths:
         return self.prepared / f"{split}_images.npy"
 
     def split_labels(self, split: str) -> Path:
+        """Labels after the reviewed corrections: what train and evaluate score against."""
         return self.prepared / f"{split}_labels.npy"
+
+    def split_original_labels(self, split: str) -> Path:
+        """The labels as filed (folder names), before any reviewed correction."""
+        return self.prepared / f"{split}_labels_original.npy"
+
+    def dropped_images(self, split: str) -> Path:
+        """Photos of a split that the reviewed corrections dropped (written for test)."""
+        return self.prepared / f"{split}_dropped_images.npy"
+
+    def dropped_labels(self, split: str) -> Path:
+        """Their labels as filed."""
+        return self.prepared / f"{split}_dropped_labels.npy"
 
     @property
     def manifest(self) -> Path:

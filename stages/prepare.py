@@ -12,6 +12,7 @@ import io
 import json
 import os
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing import Pool
 from pathlib import Path
@@ -24,6 +25,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from contracts.imaging import ImageError, Limits, load
+from stages.label_fixes import Applied, Corrections, load_corrections
 from stages.params import SPLITS, Paths, load_params
 
 IGNORED_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
@@ -38,8 +40,10 @@ class Photo:
     """The outcome of reading one raw file."""
 
     path: str
-    label: str | None
+    label: str | None  # after the reviewed corrections (stages.label_fixes)
     md5: str = ""
+    sha256: str = ""  # what known placeholders are dropped by
+    original_label: str | None = None  # the folder's label, before any correction
     pixels: np.ndarray | None = None
     reason: str = ""  # why it was skipped; empty when kept
     width: int = 0
@@ -71,12 +75,13 @@ def discover(raw_dir: Path, classes: list[str]) -> list[tuple[Path, str | None]]
 
 def read_photo(job: tuple[Path, str | None, int, Limits]) -> Photo:
     path, label, size, limits = job
-    photo = Photo(path=str(path), label=label)
+    photo = Photo(path=str(path), label=label, original_label=label)
     if label is None:
         photo.reason = "unknown_label"
         return photo
     data = path.read_bytes()
     photo.md5 = hashlib.md5(data).hexdigest()
+    photo.sha256 = hashlib.sha256(data).hexdigest()
     try:
         photo.pixels = load(data, size, limits)
         with Image.open(io.BytesIO(data)) as img:
@@ -155,53 +160,94 @@ def decode_all(candidates: list[tuple[Path, str]], image_size: int, limits: Limi
         )
 
 
+def write_pixels(path: Path, members: list[Photo], image_size: int) -> None:
+    """uint8 [N, S, S, 3] pixels of `members`, written through a memory map."""
+    images = np.lib.format.open_memmap(
+        path, mode="w+", dtype=np.uint8, shape=(len(members), image_size, image_size, 3)
+    )
+    for index, photo in enumerate(members):
+        images[index] = photo.pixels
+    images.flush()
+    del images
+
+
 def write_split(
     split: str, members: list[Photo], classes: list[str], image_size: int, paths: Paths
 ) -> list[dict]:
-    """The split's images (uint8 NHWC, memory-mapped) and labels; returns its manifest rows."""
-    images = np.lib.format.open_memmap(
-        paths.split_images(split),
-        mode="w+",
-        dtype=np.uint8,
-        shape=(len(members), image_size, image_size, 3),
-    )
-    labels = np.empty(len(members), dtype=np.int64)
-    rows = []
-    for index, photo in enumerate(members):
-        images[index] = photo.pixels
-        labels[index] = classes.index(photo.label)
-        rows.append(
-            {
-                "file": os.path.relpath(photo.path, paths.raw),
-                "label": photo.label,
-                "md5": photo.md5,
-                "split": split,
-                "index": index,
-                "width": photo.width,
-                "height": photo.height,
-                "format": photo.format,
-                "mode": photo.mode,
-            }
-        )
-    images.flush()
-    del images
-    np.save(paths.split_labels(split), labels)
-    return rows
+    """The split's images, labels and original labels; returns its manifest rows."""
+    write_pixels(paths.split_images(split), members, image_size)
+    np.save(paths.split_labels(split), np.array([classes.index(p.label) for p in members], int))
+    original = [classes.index(p.original_label) for p in members]
+    np.save(paths.split_original_labels(split), np.array(original, dtype=np.int64))
+    return [
+        {
+            "file": os.path.relpath(photo.path, paths.raw),
+            "label": photo.label,
+            "original_label": photo.original_label,
+            "md5": photo.md5,
+            "split": split,
+            "index": index,
+            "width": photo.width,
+            "height": photo.height,
+            "format": photo.format,
+            "mode": photo.mode,
+        }
+        for index, photo in enumerate(members)
+    ]
+
+
+def write_dropped(dropped: list[Photo], classes: list[str], image_size: int, paths: Paths) -> None:
+    """The test photos the corrections dropped, with their filed labels, so evaluate can
+    still score the test split as it was filed (accuracy on the original labels)."""
+    write_pixels(paths.dropped_images("test"), dropped, image_size)
+    labels = np.array([classes.index(p.original_label) for p in dropped], dtype=np.int64)
+    np.save(paths.dropped_labels("test"), labels)
+
+
+def apply_corrections(
+    photos: list[Photo], corrections: Corrections, paths: Paths, split: Callable[[str], str]
+) -> tuple[list[Photo], list[Photo], Applied]:
+    """Decodable photos relabelled or dropped as reviewed: (kept, dropped, what was done)."""
+    applied, kept, dropped = Applied(), [], []
+    files = {Path(os.path.relpath(p.path, paths.raw)).as_posix(): p for p in photos}
+    for file, photo in files.items():
+        if photo.reason:
+            continue
+        label, decided_by = corrections.decide(file, str(photo.label), photo.sha256)
+        if label is None:
+            counter = applied.dropped_by_hash if decided_by == "hash" else applied.dropped
+            counter[split(photo.md5)] += 1
+            photo.reason = "known_placeholder" if decided_by == "hash" else "label_fix_drop"
+            dropped.append(photo)
+            continue
+        if label != photo.label:
+            applied.relabelled[split(photo.md5)] += 1
+            photo.label = label
+        kept.append(photo)
+    applied.not_found = sorted(set(corrections.fixes) - set(files))
+    return kept, dropped, applied
 
 
 def prepare(paths: Paths, cfg: PrepareConfig, seed: int) -> dict:
     """Run the whole stage; returns the metrics written to metrics/prepare.json."""
+    corrections = load_corrections(paths.label_fixes, paths.drop_hashes, cfg.classes)
     photos = decode_all(discover(paths.raw, cfg.classes), cfg.image_size, cfg.limits)
-    skipped = Counter(p.reason for p in photos if p.reason)
-    good, dup_skips = deduplicate([p for p in photos if not p.reason])
-    skipped.update(dup_skips)
+
+    def split(md5: str) -> str:
+        return split_of(md5, seed, cfg.ratios)
+
+    readable, dropped, applied = apply_corrections(photos, corrections, paths, split)
+    good, dup_skips = deduplicate(readable)
+    skipped = Counter(p.reason for p in photos if p.reason) + dup_skips
     paths.prepared.mkdir(parents=True, exist_ok=True)
-    assignments = {s: [p for p in good if split_of(p.md5, seed, cfg.ratios) == s] for s in SPLITS}
+    assignments = {s: [p for p in good if split(p.md5) == s] for s in SPLITS}
     rows = [
         row
-        for split, members in assignments.items()
-        for row in write_split(split, members, cfg.classes, cfg.image_size, paths)
+        for name, members in assignments.items()
+        for row in write_split(name, members, cfg.classes, cfg.image_size, paths)
     ]
+    dropped_test = {p.md5: p for p in dropped if split(p.md5) == "test"}  # one per content
+    write_dropped(list(dropped_test.values()), cfg.classes, cfg.image_size, paths)
     pd.DataFrame(rows).to_csv(paths.manifest, index=False)
     meta = {
         "classes": cfg.classes,
@@ -209,10 +255,6 @@ def prepare(paths: Paths, cfg: PrepareConfig, seed: int) -> dict:
         "data_version": data_version(paths.raw),
     }
     paths.meta.write_text(json.dumps(meta, indent=2) + "\n")
-    split_counts = {
-        s: {**{c: sum(p.label == c for p in members) for c in cfg.classes}, "total": len(members)}
-        for s, members in assignments.items()
-    }
     return {
         "files": len(photos),
         "kept": len(good),
@@ -222,7 +264,16 @@ def prepare(paths: Paths, cfg: PrepareConfig, seed: int) -> dict:
             sorted(Counter(p.mode for p in good if p.mode != "RGB").items())
         ),
         "format_mismatch": sum(1 for p in good if not extension_matches(p)),
-        "split": split_counts,
+        "split": split_counts(assignments, cfg.classes),
+        "label_fixes": applied.report(SPLITS),
+        "label_fix_rows_not_found": applied.not_found,  # rows reviewed on other photos
+    }
+
+
+def split_counts(assignments: dict[str, list[Photo]], classes: list[str]) -> dict:
+    return {
+        s: {**{c: sum(p.label == c for p in members) for c in classes}, "total": len(members)}
+        for s, members in assignments.items()
     }
 
 
@@ -259,12 +310,18 @@ def main() -> None:
     params = load_params()
     cfg, paths = params.prepare, Paths.from_params(params)
     metrics = prepare(paths, PrepareConfig.from_params(cfg), int(params.seed))
+    missing = metrics["label_fix_rows_not_found"]  # listed in prepare.json too
+    if missing:
+        print(f"prepare: WARNING: {len(missing)} label fix rows name no photo here: {missing}")
     paths.metrics.mkdir(parents=True, exist_ok=True)
     (paths.metrics / "prepare.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    fixes = metrics["label_fixes"]
     print(
         f"prepare: kept {metrics['kept']} of {metrics['files']} files; "
         f"skipped {metrics['skipped_by_reason'] or 'none'}; split "
         + ", ".join(f"{s} {metrics['split'][s]['total']}" for s in SPLITS)
+        + f"; reviewed labels: relabelled {fixes['relabelled']}, dropped {fixes['dropped']}, "
+        f"dropped by hash {fixes['dropped_by_hash']}"
     )
 
 

@@ -67,10 +67,15 @@ def project_files() -> list[str]:
     return [f for f in out if f and (ROOT / f).is_file()]
 
 
+# Files under data/ that git versions (not pipeline outputs): prepare reads the reviewed
+# label fixes and the placeholder hashes.
+VERSIONED_DATA = ("data/.gitignore", "data/label_fixes.csv", "data/drop_hashes.csv")
+
+
 def copy_project(dest: Path) -> None:
     for name in project_files():
         generated = name.startswith(("data/", "models/", "metrics/", "plots/"))
-        if (generated and name != "data/.gitignore") or name == "dvc.lock":
+        if (generated and name not in VERSIONED_DATA) or name == "dvc.lock":
             continue
         target = dest / name
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -80,6 +80,12 @@ def test_metrics_are_sane(pipeline_repo: Path) -> None:
         assert 0.7 < evaluate[key] <= 1, key  # a pretrained model beats chance easily
     assert 0 < evaluate["log_loss"] < 1
     assert set(evaluate["per_class"]) == {"cat", "dog"}
+    # The reviewed fixes name sample photos outside these 400: the labels as filed are the
+    # labels scored, and evaluate says so beside the headline accuracy.
+    assert evaluate["accuracy_original_labels"] == evaluate["accuracy"]
+    assert evaluate["test_photos_dropped"] == evaluate["test_labels_corrected"] == 0
+    assert evaluate["n_original_labels"] == evaluate["n"]
+    assert prepare["label_fixes"]["rows_not_found"] == len(prepare["label_fix_rows_not_found"]) > 0
     confusion = pd.read_csv(pipeline_repo / "plots/evaluate/confusion.csv")
     assert len(confusion) == evaluate["n"]
     exported = read_json(pipeline_repo / "metrics/export.json")
