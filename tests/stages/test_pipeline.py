@@ -36,6 +36,8 @@ DECLARED_FILES = [
     "plots/evaluate/confusion.csv",
     "plots/evaluate/roc.csv",
     "plots/evaluate/pr.csv",
+    "plots/evaluate/reliability.csv",
+    "plots/evaluate/figures/reliability.png",
     "plots/evaluate/figures/misclassified.png",
     "plots/evaluate/figures/confusion_matrix.png",
     "models/export/model.onnx",
