@@ -97,22 +97,36 @@ class OodFit:
     val_scores: np.ndarray
 
 
+def reference_arrays(cfg: DictConfig, features: np.ndarray, labels: np.ndarray) -> dict:
+    """The arrays `cfg.method` needs: the sampled train features (k-NN, float16 to keep
+    the bundle small) or class means and a whitening matrix (Mahalanobis)."""
+    if cfg.method == "knn":
+        return {"bank": features.astype(np.float16)}
+    if cfg.method == "mahalanobis":
+        return fit_mahalanobis(features, labels, int(labels.max()) + 1, int(cfg.components) or None)
+    raise SystemExit(f"export.ood.method must be knn or mahalanobis, not {cfg.method!r}")
+
+
 def write_ood_reference(
     cfg: DictConfig, onnx_path: Path, train: tuple[np.ndarray, np.ndarray], val_images: np.ndarray
 ) -> OodFit:
     """Fit the reference on the train split's features, the threshold on the val split's."""
     images, labels = train
+    if cfg.method == "knn":  # only the sampled photos need the graph
+        count = min(int(cfg.reference_photos), len(labels))
+        pick = np.sort(np.random.default_rng(int(cfg.seed)).permutation(len(labels))[:count])
+        images, labels = images[pick], labels[pick]
     _, features = graph_outputs(onnx_path, images, "train split")
-    classes = int(labels.max()) + 1
-    arrays = fit_mahalanobis(features, labels, classes, int(cfg.components) or None)
+    arrays = reference_arrays(cfg, features, labels)
     path = save_reference(onnx_path.parent / REFERENCE_FILE, arrays)
-    scorer = OodScorer("mahalanobis", arrays, threshold=0.0)
+    scorer = OodScorer(str(cfg.method), arrays, threshold=0.0, k=int(cfg.k))
     val_scores = scorer.score(graph_outputs(onnx_path, val_images, "val split")[1])
     spec = OodSpec(
-        method="mahalanobis",
+        method=str(cfg.method),
         file=path.name,
         sha256=file_sha256(path),
         feature_dim=int(features.shape[1]),
+        k=int(cfg.k),
         threshold=round(threshold_for(val_scores, float(cfg.pass_rate)), 6),
         pass_rate=float(cfg.pass_rate),
         reference_photos=len(features),
