@@ -59,6 +59,45 @@ class Reference(_Strict):
     brightness_histogram: Histogram
 
 
+class Calibration(_Strict):
+    """Temperature scaling inside the served graph: probabilities = softmax(logits / T).
+
+    T is fitted on the validation split (never the test split); the expected calibration
+    error (ECE, `bins` equal-width confidence bins) and log loss are measured on the test
+    split before (T = 1) and after.
+    """
+
+    method: Literal["temperature"] = "temperature"
+    temperature: float = Field(gt=0)
+    fitted_on: Literal["val"] = "val"
+    fitted_photos: int
+    bins: int = 15
+    ece_before: float
+    ece_after: float
+    nll_before: float
+    nll_after: float
+
+
+class OodSpec(_Strict):
+    """The out-of-distribution reference (contracts/ood.py): which score, its file, threshold.
+
+    The graph's second output (`feature_output`) is the penultimate features; the reference
+    statistics in `file` come from the TRAIN split; `threshold` lets `pass_rate` of the
+    validation photos through. `sha256` covers the file, and the bundle version covers it.
+    """
+
+    method: Literal["mahalanobis", "knn"]
+    file: str = "ood.npz"
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    feature_output: str = "features"
+    feature_dim: int = Field(gt=0)
+    k: int = 1
+    threshold: float
+    pass_rate: float = 0.95
+    reference_photos: int
+    threshold_photos: int
+
+
 class Environment(_Strict):
     """Where a stage ran: what can move its numbers across machines (docs/reproducibility.md).
 
@@ -114,6 +153,8 @@ class BundleManifest(_Strict):
     created_at: str
     reference: Reference
     environment: Environments = Field(default_factory=Environments)
+    calibration: Calibration | None = None
+    ood: OodSpec | None = None
 
     @property
     def size(self) -> int:

@@ -20,6 +20,16 @@ class PredictionOut(BaseModel):
     model_version: str
     request_id: str
     inference_ms: float = Field(description="ONNX Runtime time of the batch it ran in.")
+    ood_score: float | None = Field(
+        None,
+        description="Out-of-distribution score: how unlike the training photos this one is "
+        "(higher = stranger); null when the bundle has no OOD reference.",
+    )
+    ood_flag: bool | None = Field(
+        None,
+        description="True when the score is above the bundle's threshold (95 % of validation "
+        "cats and dogs pass): probably neither cat nor dog, do not trust the label.",
+    )
 
 
 class ImageIn(BaseModel):
@@ -38,6 +48,8 @@ class BatchItemOut(BaseModel):
     confidence: float | None = None
     inference_ms: float | None = None
     model_version: str | None = None
+    ood_score: float | None = None
+    ood_flag: bool | None = None
     error: str | None = None
     reason: str | None = None
     status: int | None = Field(None, description="HTTP status this photo alone would get.")

@@ -17,6 +17,7 @@ import torch
 from sklearn import metrics as skm
 from tqdm import tqdm
 
+from contracts.calibration import BINS, expected_calibration_error, reliability
 from stages import gallery
 from stages.allocator import reuse_freed_memory
 from stages.classification_metrics import classification_metrics
@@ -144,6 +145,26 @@ def draw_figures(labels: np.ndarray, probs: np.ndarray, classes: list[str], out:
         plt.close(fig)
 
 
+def write_calibration(labels: np.ndarray, probs: np.ndarray, plots: Path, figures: Path) -> dict:
+    """The reliability diagram (DVC plot data and a figure) and the ECE, 15 equal-width bins."""
+    table = pd.DataFrame([b.__dict__ for b in reliability(probs, labels, BINS)])
+    table["bin"] = ((table.low + table.high) / 2).round(4)
+    table.round(6).to_csv(plots / "reliability.csv", index=False)
+    filled = table[table["count"] > 0]
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfectly calibrated")
+    ax.bar(filled.bin, filled.accuracy, width=1 / BINS, alpha=0.6, edgecolor="k", label="accuracy")
+    ax.plot(filled.confidence, filled.accuracy, "o-", color="C3", label="mean confidence")
+    ax.set(xlabel="confidence (top class)", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
+    ece = expected_calibration_error(probs, labels, BINS)
+    ax.set_title(f"Reliability (test), ECE {ece:.4f}, {BINS} bins")
+    ax.legend(loc="upper left", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(figures / "reliability.png", dpi=90)
+    plt.close(fig)
+    return {"ece": round(ece, 6), "ece_bins": BINS}
+
+
 def main() -> None:
     reuse_freed_memory()
     params = load_params()
@@ -176,6 +197,7 @@ def main() -> None:
     figures.mkdir(exist_ok=True)
     draw_gallery(images, labels, probs, classes, figures / "misclassified.png", cfg.gallery_size)
     draw_figures(labels, probs, classes, figures)
+    metrics.update(write_calibration(labels, probs, PLOTS, figures))
     report = skm.classification_report(labels, probs.argmax(1), target_names=classes, digits=4)
     (paths.metrics / "evaluate.json").write_text(json.dumps(metrics, indent=2) + "\n")
 

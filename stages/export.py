@@ -26,14 +26,25 @@ from omegaconf import DictConfig
 from torch import nn
 
 from contracts import drift
-from contracts.bundle import BundleManifest, Environment, Environments, InputSpec, OutputSpec
+from contracts.bundle import (
+    BundleManifest,
+    Calibration,
+    Environment,
+    Environments,
+    InputSpec,
+    OodSpec,
+    OutputSpec,
+)
 from contracts.imaging import to_batch
+from contracts.ood import FEATURES_OUTPUT
 from stages.allocator import reuse_freed_memory
+from stages.calibrate import calibration_record, fitted_temperature, write_ood_reference
 from stages.classification_metrics import classification_metrics
 from stages.fingerprint import environment_fingerprint
 from stages.lightning_module import Classifier, load_classifier
 from stages.model_card import render as render_card
 from stages.model_card import test_names, write_card
+from stages.models import FeaturesAndLogits
 from stages.params import Paths, load_params
 from stages.quantize import calibration_photos, quantize_int8, session, timed_predict
 from stages.tracking import resume_run
@@ -42,20 +53,30 @@ STACK_TRACE_KEY = "pkg.torch.onnx.stack_trace"  # node metadata written by the d
 
 
 class Served(nn.Module):
-    """What the service runs: probabilities from [0, 1] RGB, optionally flip-averaged."""
+    """What the service runs: [0, 1] RGB -> (probabilities, features), optionally flip-averaged.
 
-    def __init__(self, net: nn.Module, tta: bool) -> None:
+    The probabilities are softmax(logits / temperature) (temperature scaling, fitted on the
+    validation split); `features` are the penultimate activations the OOD score reads.
+    """
+
+    def __init__(self, net: nn.Module, tta: bool, temperature: float = 1.0) -> None:
         super().__init__()
-        self.net, self.tta = net, tta
+        self.net, self.tta = FeaturesAndLogits(net), tta
+        self.register_buffer("inverse_temperature", torch.tensor(1.0 / temperature))
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.tta:
-            return self.net(image).softmax(1)
+            features, logits = self.net(image)
+            return (logits * self.inverse_temperature).softmax(1), features
         # One pass over photos and mirrors: the graph holds the network once, so int8's
         # keep_float (first conv, classifier) covers both halves.
-        probs = self.net(torch.cat([image, image.flip(3)])).softmax(1)
+        features, logits = self.net(torch.cat([image, image.flip(3)]))
+        probs = (logits * self.inverse_temperature).softmax(1)
         count = image.shape[0]
-        return (probs[:count] + probs[count:]) / 2
+        return (
+            (probs[:count] + probs[count:]) / 2,
+            (features[:count] + features[count:]) / 2,
+        )
 
 
 def export_onnx(model: nn.Module, size: int, path: Path, opset: int) -> None:
@@ -67,7 +88,7 @@ def export_onnx(model: nn.Module, size: int, path: Path, opset: int) -> None:
             (example,),
             str(path),
             input_names=["image"],
-            output_names=["probabilities"],
+            output_names=["probabilities", FEATURES_OUTPUT],
             dynamic_shapes={"image": {0: torch.export.Dim("N", min=1, max=4096)}},
             opset_version=opset,
             dynamo=True,
@@ -101,11 +122,11 @@ def prove_agreement(
     with torch.inference_mode():  # in chunks: one big eager batch is slower
         expected = np.concatenate(
             [
-                model(torch.from_numpy(batch[start : start + chunk])).numpy()
+                model(torch.from_numpy(batch[start : start + chunk]))[0].numpy()
                 for start in range(0, len(batch), chunk)
             ]
         )
-    actual = session.run(None, {"image": batch})[0]
+    actual = session.run(["probabilities"], {"image": batch})[0]
     worst = float(np.abs(expected - actual).max())
     if not worst <= tolerance:
         raise SystemExit(
@@ -154,10 +175,10 @@ class HeldOutPhotos:
     labels: np.ndarray
 
     @classmethod
-    def load(cls, paths: Paths) -> HeldOutPhotos:
+    def load(cls, paths: Paths, split: str = "test") -> HeldOutPhotos:
         return cls(
-            images=np.load(paths.split_images("test"), mmap_mode="r"),
-            labels=np.load(paths.split_labels("test")),
+            images=np.load(paths.split_images(split), mmap_mode="r"),
+            labels=np.load(paths.split_labels(split)),
         )
 
     def accuracy(self, probs: np.ndarray) -> float:
@@ -183,6 +204,8 @@ class BuiltBundle:
     served: Scored
     test: HeldOutPhotos
     worst_difference: float
+    calibration: Calibration | None = None
+    ood: OodSpec | None = None
     accuracy: dict[str, float] = field(default_factory=dict)
     ms: dict[str, float] = field(default_factory=dict)
 
@@ -228,9 +251,11 @@ def quantized_or_refused(
     return int8_path, scored
 
 
-def proven_float_graph(cfg: DictConfig, classifier: Classifier, out: Path, test: HeldOutPhotos):
+def proven_float_graph(
+    cfg: DictConfig, classifier: Classifier, out: Path, test: HeldOutPhotos, temperature: float
+):
     """The float graph, written and proven to agree with PyTorch on real test photos."""
-    served = Served(classifier.inference_net, tta=bool(cfg.tta)).eval()
+    served = Served(classifier.inference_net, tta=bool(cfg.tta), temperature=temperature).eval()
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob("*.onnx*"):
         stale.unlink()
@@ -247,8 +272,9 @@ def build_bundle(cfg: DictConfig, paths: Paths, seed: int) -> BuiltBundle:
     if cfg.precision not in ("fp32", "int8"):
         raise SystemExit(f"export.precision must be fp32 or int8, not {cfg.precision!r}")
     classifier = load_classifier(paths.checkpoint)
-    test = HeldOutPhotos.load(paths)
-    fp32_path, worst = proven_float_graph(cfg, classifier, paths.export, test)
+    test, val = HeldOutPhotos.load(paths), HeldOutPhotos.load(paths, "val")
+    temperature = fitted_temperature(classifier.inference_net, val.images, val.labels)
+    fp32_path, worst = proven_float_graph(cfg, classifier, paths.export, test, temperature)
     fp32 = score(fp32_path, test, "float32", cfg.timing)
     built = BuiltBundle(
         classifier, paths.export / "model.onnx", str(cfg.precision), fp32, test, worst,
@@ -256,7 +282,7 @@ def build_bundle(cfg: DictConfig, paths: Paths, seed: int) -> BuiltBundle:
     )  # fmt: skip
     if cfg.precision == "fp32":
         fp32_path.replace(built.onnx_path)
-        return built
+        return described(built, cfg, paths, temperature, val)
     train_images = np.load(paths.split_images("train"), mmap_mode="r")
     photos = calibration_photos(train_images, int(cfg.int8.calibration_photos), seed)
     int8_path, built.served = quantized_or_refused(cfg, fp32_path, fp32, test, photos)
@@ -264,7 +290,28 @@ def build_bundle(cfg: DictConfig, paths: Paths, seed: int) -> BuiltBundle:
     fp32_path.unlink()
     built.accuracy["int8"] = round(built.served.accuracy, 6)
     built.ms["int8"] = round(built.served.ms_per_photo, 3)
+    return described(built, cfg, paths, temperature, val)
+
+
+def described(
+    built: BuiltBundle, cfg: DictConfig, paths: Paths, temperature: float, val: HeldOutPhotos
+) -> BuiltBundle:
+    """Record the served graph's calibration on the test split and write its OOD reference."""
+    built.calibration = calibration_record(
+        temperature, len(val.labels), built.served.probs, built.test.labels
+    )
+    train = HeldOutPhotos.load(paths, "train")
+    built.ood = write_ood_reference(
+        cfg.ood, built.onnx_path, (train.images, train.labels), val.images
+    ).spec
     return built
+
+
+def bundle_version(onnx_digest: str, ood: OodSpec | None) -> str:
+    """The graph's hash, combined with the OOD reference's so that changes it too."""
+    if ood is None:
+        return onnx_digest[:12]
+    return hashlib.sha256(f"{onnx_digest}:{ood.sha256}".encode()).hexdigest()[:12]
 
 
 def training_environment(paths: Paths) -> Environment | None:
@@ -285,7 +332,7 @@ def manifest_for(
     trained = training_environment(paths)
     return BundleManifest(
         name=cfg.registered_name,
-        version=digest[:12],
+        version=bundle_version(digest, bundle.ood),
         model_file=bundle.onnx_path.name,
         sha256=digest,
         architecture=bundle.classifier.hparams.model.get("name", "unknown"),
@@ -316,6 +363,8 @@ def manifest_for(
             train=trained,
             export=environment_fingerprint(trained.precision if trained else "unknown"),
         ),
+        calibration=bundle.calibration,
+        ood=bundle.ood,
     )
 
 
@@ -328,8 +377,17 @@ def export_metrics(bundle: BuiltBundle, test_metrics: dict) -> dict[str, float |
         **{f"{k}_test_accuracy": v for k, v in bundle.accuracy.items()},
         **{f"{k}_ms_per_photo_1_thread": v for k, v in bundle.ms.items()},
         "onnx_max_abs_diff": bundle.worst_difference,
+        **calibration_figures(bundle.calibration),
         "onnx_size_mb": round(bundle.onnx_path.stat().st_size / 2**20, 2),
     }
+
+
+def calibration_figures(calibration: Calibration | None) -> dict[str, float]:
+    """Temperature and test-split ECE / log loss before and after, for export.json."""
+    if calibration is None:
+        return {}
+    keys = ("temperature", "ece_before", "ece_after", "nll_before", "nll_after")
+    return {f"calibration_{k}": getattr(calibration, k) for k in keys}
 
 
 def main() -> None:

@@ -90,6 +90,35 @@ def efficientnet_lite0(
     return Normalized(net, IMAGENET_MEAN, IMAGENET_STD)
 
 
+class FeaturesAndLogits(nn.Module):
+    """The same network, answering (penultimate features, logits) in one pass.
+
+    The features are what the classifier's last linear layer reads (after pooling and
+    before dropout, which is the identity at inference): the out-of-distribution score
+    compares them with the training split's.
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        if not isinstance(net, Normalized):
+            raise TypeError(f"expected a Normalized network, got {type(net).__name__}")
+        self.normalized = net
+        inner = net.net
+        if isinstance(inner, nn.Sequential):  # small_cnn: ... Flatten, Dropout, Linear
+            self.body, self.head = inner[:-1], inner[-1]
+        else:  # timm: forward_features, then pooling, then the classifier
+            self.body, self.head = None, inner.get_classifier()
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        net = self.normalized
+        x = (x - net.mean) / net.std
+        if self.body is not None:
+            features = self.body(x)
+        else:
+            features = net.net.forward_head(net.net.forward_features(x), pre_logits=True)
+        return features, self.head(features)
+
+
 # timm's BatchNormAct2d is a BatchNorm2d with its activation (and dropout) built in.
 _FOLDABLE_NORMS = (nn.BatchNorm2d, timm.layers.BatchNormAct2d)
 

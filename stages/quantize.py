@@ -79,11 +79,16 @@ def float_nodes(model: onnx.ModelProto, keep_float: list[str]) -> list[str]:
 
 
 def probability_head(nodes: list[onnx.NodeProto]) -> list[str]:
-    """Softmax and every node after it (TTA's averaging): quantized, probabilities stop summing to 1."""
+    """Softmax, the temperature's scaling just before it, and every node after it (TTA's
+    averaging): quantized, probabilities stop summing to 1 and the temperature is blurred."""
     downstream: set[str] = set()
     picked: list[str] = []
+    producers = {out: node for node in nodes for out in node.output}
     for node in nodes:  # ONNX graphs are topologically sorted
         if node.op_type == "Softmax" or downstream.intersection(node.input):
+            scale = producers.get(node.input[0]) if node.op_type == "Softmax" else None
+            if scale is not None and scale.op_type in ("Mul", "Div"):  # logits / temperature
+                picked.append(scale.name)
             picked.append(node.name)
             downstream.update(node.output)
     return picked

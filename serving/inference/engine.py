@@ -52,7 +52,7 @@ class Engine:
             log.error("Model bundle not loaded: %s", exc, extra={"fields": {"event": "load"}})
             return
         self.batcher = MicroBatcher(
-            self.model.predict,
+            self.model.scored,
             max_size=s.batch_max_size,
             max_wait_s=s.batch_max_wait_ms / 1000.0,
             max_queue=s.queue_max,
@@ -61,8 +61,9 @@ class Engine:
         )
         self.batcher.start()
         size, classes = self.model.size, self.model.classes
-        probs, _ = await self.batcher.submit(np.full((1, size, size, 3), 128, dtype=np.uint8))
-        if probs.shape != (1, len(classes)) or not np.isfinite(probs).all():
+        out, _ = await self.batcher.submit(np.full((1, size, size, 3), 128, dtype=np.uint8))
+        probs = out[:, : len(classes)]
+        if out.shape != (1, len(classes) + 1) or not np.isfinite(probs).all():
             self.load_error = f"Warm-up prediction returned {probs.shape}, not [1, C]."
             log.error(self.load_error)
             return

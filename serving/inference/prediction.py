@@ -32,6 +32,8 @@ class Prediction:
     latency_ms: float
     time: str  # ISO 8601, UTC
     image: DecodedPhoto | None = None
+    ood_score: float | None = None  # higher = less like the training photos
+    ood_flag: bool | None = None  # True: neither cat nor dog, most likely; do not trust the label
 
     def answer(self) -> dict[str, Any]:
         """The public fields (the JSON a client gets)."""
@@ -42,4 +44,6 @@ class Prediction:
             "model_version": self.model_version,
             "request_id": self.request_id,
             "inference_ms": self.inference_ms,
+            "ood_score": self.ood_score,
+            "ood_flag": self.ood_flag,
         }

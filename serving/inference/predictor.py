@@ -69,13 +69,20 @@ class Predictor:
         return await within(call, work, "decoding")
 
     async def infer(self, images: np.ndarray, call: Call) -> tuple[np.ndarray, float]:
-        """Micro-batched inference of uint8 pixels or a float32 tensor; (probs, ms)."""
+        """Micro-batched inference of uint8 pixels or a float32 tensor; (probs, ms).
+
+        Each row is the probabilities then the OOD score (`Model.scored`); `finish` splits
+        them, and `probabilities` drops the score.
+        """
         return await within(call, self.engine.require_batcher().submit(images), "inference")
+
+    def probabilities(self, rows: np.ndarray) -> np.ndarray:
+        return rows[:, : len(self.engine.require_model().classes)]
 
     async def predict_one(self, data: bytes, call: Call) -> tuple[Prediction, DecodedPhoto]:
         photo = await self.decode(data, call)
-        probs, inference_ms = await self.infer(photo.pixels[None], call)
-        return self.finish(call, call.request_id, probs[0], inference_ms, photo), photo
+        rows, inference_ms = await self.infer(photo.pixels[None], call)
+        return self.finish(call, call.request_id, rows[0], inference_ms, photo), photo
 
     async def predict_many(
         self, blobs: Sequence[bytes], call: Call
@@ -110,8 +117,9 @@ class Predictor:
         """
         photo = await self.decode(data, call)
         grid = self.engine.settings.explain_grid
-        probs, inference_ms = await self.infer(occlusion_variants(photo.pixels, grid), call)
-        prediction = self.finish(call, call.request_id, probs[0], inference_ms, photo)
+        rows, inference_ms = await self.infer(occlusion_variants(photo.pixels, grid), call)
+        prediction = self.finish(call, call.request_id, rows[0], inference_ms, photo)
+        probs = self.probabilities(rows)
         model = self.engine.require_model()
         target = model.classes.index(prediction.label)
         drops = occlusion_grid(probs, target, grid)
@@ -128,19 +136,20 @@ class Predictor:
     async def predict_tensor(self, tensor: np.ndarray, call: Call) -> np.ndarray:
         """A preprocessed float32 [N, 3, S, S] tensor (V2 FP32): probabilities [N, C]."""
         self.check_count(len(tensor))
-        probs, _ = await self.infer(tensor, call)
-        return probs
+        rows, _ = await self.infer(tensor, call)
+        return self.probabilities(rows)
 
     def finish(
         self,
         call: Call,
         request_id: str,
-        probs: np.ndarray,
+        row: np.ndarray,
         inference_ms: float,
         photo: DecodedPhoto | None,
     ) -> Prediction:
-        """One probability row -> the served Prediction, counted and recorded."""
+        """One row (probabilities, OOD score) -> the served Prediction, counted and recorded."""
         model = self.engine.require_model()
+        probs, score = row[: len(model.classes)], float(row[len(model.classes)])
         index = int(np.argmax(probs))
         prediction = Prediction(
             request_id=request_id,
@@ -155,6 +164,8 @@ class Predictor:
             latency_ms=round((time.perf_counter() - call.started) * 1000.0, 3),
             time=utc_now(),
             image=photo,
+            ood_score=None if np.isnan(score) else round(score, 4),
+            ood_flag=model.ood_flags(np.array([score]))[0],
         )
         if self._on_prediction:
             self._on_prediction(prediction)

@@ -25,16 +25,20 @@ class PredictionRecord:
     sha256: str | None = None
     correlation_id: str | None = None
     replica: str | None = None
+    ood_score: float | None = None
+    ood_flag: bool | None = None
 
     COLUMNS = (
         "request_id", "correlation_id", "ts", "label", "confidence", "probabilities",
         "latency_ms", "inference_ms", "model_version", "width", "height", "brightness",
-        "sha256", "replica",
+        "sha256", "replica", "ood_score", "ood_flag",
     )  # fmt: skip
 
     def row(self) -> tuple:
-        """Values in `COLUMNS` order (probabilities as JSON text)."""
+        """Values in `COLUMNS` order (probabilities as JSON text, the flag as 0/1)."""
         values = {**self.__dict__, "probabilities": json.dumps(self.probabilities)}
+        if self.ood_flag is not None:  # INTEGER in both databases (PostgreSQL: no bool cast)
+            values["ood_flag"] = int(self.ood_flag)
         return tuple(values[name] for name in self.COLUMNS)
 
     @classmethod
@@ -62,12 +66,16 @@ class PredictionRecord:
             brightness=image.get("brightness"),
             sha256=image.get("sha256"),
             correlation_id=correlation_id,
+            ood_score=answer.get("ood_score"),
+            ood_flag=answer.get("ood_flag"),
         )
 
     @classmethod
     def from_row(cls, row: tuple) -> PredictionRecord:
         values = dict(zip(cls.COLUMNS, row, strict=True))
         values["probabilities"] = json.loads(values["probabilities"] or "{}")
+        if values["ood_flag"] is not None:  # stored as INTEGER 0/1
+            values["ood_flag"] = bool(values["ood_flag"])
         return cls(**values)
 
 

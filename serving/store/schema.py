@@ -34,4 +34,8 @@ MIGRATIONS: list[list[str]] = [
         )""",
         "CREATE INDEX IF NOT EXISTS feedback_ts ON feedback (ts)",
     ],
+    [  # the out-of-distribution score and flag /predict answers (issue 18)
+        "ALTER TABLE predictions ADD COLUMN ood_score DOUBLE PRECISION",
+        "ALTER TABLE predictions ADD COLUMN ood_flag INTEGER",
+    ],
 ]

@@ -16,11 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from torch.nn import functional as F
 
 from contracts.bundle import BundleManifest, InputSpec, OutputSpec
 from contracts.imaging import load, to_batch
-from stages.export import Served, export_onnx, reference_statistics
+from stages.calibrate import calibration_record, fitted_temperature, write_ood_reference
+from stages.export import Served, bundle_version, export_onnx, reference_statistics
 from stages.models import small_cnn
 from tests.helpers.photos import LABELS, sample_photos
 
@@ -57,19 +59,34 @@ def trained_net(images: np.ndarray, labels: np.ndarray) -> torch.nn.Module:
 
 
 def build_tiny_bundle(out: Path) -> Path:
-    """Train, export and describe a tiny model in `out`; returns `out`."""
+    """Train, export and describe a tiny model in `out`; returns `out`.
+
+    Like export: a temperature fitted on held-out photos (every third one here), the
+    OOD reference from the rest (the "train" photos), its threshold from the held-out.
+    """
     out.mkdir(parents=True, exist_ok=True)
     images, labels = labelled_photos(SIZE)
-    served = Served(trained_net(images, labels), tta=False).eval()
+    held_out = np.arange(len(labels)) % 3 == 0
+    net = trained_net(images[~held_out], labels[~held_out])
+    temperature = fitted_temperature(net, images[held_out], labels[held_out])
+    served = Served(net, tta=False, temperature=temperature).eval()
     onnx_path = out / "model.onnx"
     export_onnx(served, SIZE, onnx_path, OPSET)
     with torch.inference_mode():
-        probs = served(torch.from_numpy(to_batch(images))).numpy()
+        probs = served(torch.from_numpy(to_batch(images)))[0].numpy()
     accuracy = round(float((probs.argmax(1) == labels).mean()), 6)
     digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+    ood = write_ood_reference(
+        OmegaConf.create(
+            {"method": "knn", "k": 3, "reference_photos": 1000, "seed": 0, "pass_rate": 0.95}
+        ),
+        onnx_path,
+        (images[~held_out], labels[~held_out]),
+        images[held_out],
+    ).spec
     BundleManifest(
         name="cats-dogs-tiny",
-        version=digest[:12],
+        version=bundle_version(digest, ood),
         sha256=digest,
         architecture="small_cnn",
         classes=list(LABELS),
@@ -81,5 +98,7 @@ def build_tiny_bundle(out: Path) -> Path:
         metrics={"accuracy": accuracy},
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         reference=reference_statistics(probs, images, list(LABELS)),
+        calibration=calibration_record(temperature, int(held_out.sum()), probs, labels),
+        ood=ood,
     ).write(out)
     return out

@@ -33,7 +33,7 @@ def test_export_refuses_a_graph_that_disagrees_with_pytorch(tmp_path: Path) -> N
     images = np.random.default_rng(0).integers(0, 255, (4, 32, 32, 3), dtype=np.uint8)
     assert prove_agreement(model, session, images, tolerance=1e-4) < 1e-4
     with torch.no_grad():
-        model.net.net[-1].bias[0] += 5.0  # PyTorch now favours "cat"; the ONNX file does not
+        model.net.head.bias[0] += 5.0  # PyTorch now favours "cat"; the ONNX file does not
     with pytest.raises(SystemExit, match="disagree"):
         prove_agreement(model, session, images, tolerance=1e-4)
 
@@ -82,7 +82,7 @@ def test_a_tta_graph_averages_photo_and_mirror_also_in_int8(tmp_path: Path) -> N
     export_onnx(model, 32, fp32_path, opset=18)
     with torch.inference_mode():
         pixels = torch.from_numpy(batch)
-        expected = (model.net(pixels).softmax(1) + model.net(pixels.flip(3)).softmax(1)) / 2
+        expected = (model.net(pixels)[1].softmax(1) + model.net(pixels.flip(3))[1].softmax(1)) / 2
     fp32 = session(fp32_path).run(None, {"image": batch})[0]
     mirrored = session(fp32_path).run(None, {"image": batch[..., ::-1].copy()})[0]
     assert np.allclose(fp32, expected.numpy(), atol=1e-5)
@@ -118,3 +118,28 @@ def test_the_exported_graph_names_no_path_of_this_checkout(tmp_path: Path) -> No
     keys = {p.key for node in graph.graph.node for p in node.metadata_props}
     assert "pkg.torch.onnx.stack_trace" not in keys
     assert str(ROOT).encode() not in (tmp_path / "m.onnx").read_bytes()
+
+
+def test_the_served_graph_divides_logits_by_the_temperature_and_outputs_features(
+    tmp_path: Path,
+) -> None:
+    """probabilities = softmax(logits / T) in the float and the int8 graph; `features` second."""
+    torch.manual_seed(0)
+    net = small_cnn(2, channels=(8, 16), convs_per_stage=(1, 1))
+    model = Served(net, tta=False, temperature=2.5).eval()
+    photos = np.stack([load(p.read_bytes(), 32) for lb in LABELS for p in sample_photos(lb, 8)])
+    batch = to_batch(photos)
+    fp32_path, int8_path = tmp_path / "model.fp32.onnx", tmp_path / "model.int8.onnx"
+    export_onnx(model, 32, fp32_path, opset=18)
+    with torch.inference_mode():
+        features, logits = model.net(torch.from_numpy(batch))
+    graph = session(fp32_path)
+    assert [o.name for o in graph.get_outputs()] == ["probabilities", "features"]
+    probs, feats = graph.run(None, {"image": batch})
+    assert np.allclose(probs, (logits / 2.5).softmax(1).numpy(), atol=1e-5)
+    assert feats.shape == (len(batch), 16) and np.allclose(feats, features.numpy(), atol=1e-4)
+    quantize_int8(fp32_path, int8_path, photos, "minmax", ["softmax", "classifier"], 8)
+    int8_probs, int8_feats = session(int8_path).run(None, {"image": batch})
+    assert np.allclose(int8_probs.sum(1), 1.0, atol=1e-5) and int8_feats.shape == feats.shape
+    # the temperature's Mul stays float: int8 confidences track the float ones closely
+    assert np.abs(int8_probs - probs).max() < 0.1

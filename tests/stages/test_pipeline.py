@@ -36,6 +36,8 @@ DECLARED_FILES = [
     "plots/evaluate/confusion.csv",
     "plots/evaluate/roc.csv",
     "plots/evaluate/pr.csv",
+    "plots/evaluate/reliability.csv",
+    "plots/evaluate/figures/reliability.png",
     "plots/evaluate/figures/misclassified.png",
     "plots/evaluate/figures/confusion_matrix.png",
     "models/export/model.onnx",
@@ -104,7 +106,11 @@ def test_metrics_are_sane(pipeline_repo: Path) -> None:
 def test_bundle_manifest_follows_the_contract(bundle_dir: Path, pipeline_repo: Path) -> None:
     manifest = read_json(bundle_dir / "model.json")
     digest = hashlib.sha256((bundle_dir / "model.onnx").read_bytes()).hexdigest()
-    assert manifest["sha256"] == digest and manifest["version"] == digest[:12]
+    ood = hashlib.sha256((bundle_dir / "ood.npz").read_bytes()).hexdigest()
+    assert manifest["sha256"] == digest and manifest["ood"]["sha256"] == ood
+    # the version covers the graph and the OOD reference
+    assert manifest["version"] == hashlib.sha256(f"{digest}:{ood}".encode()).hexdigest()[:12]
+    assert manifest["calibration"]["temperature"] > 0 and manifest["calibration"]["bins"] == 15
     assert manifest["classes"] == ["cat", "dog"]
     assert manifest["input"]["size"] == 128 and manifest["output"]["kind"] == "probabilities"
     assert manifest["data_version"] == "untracked"  # the test copy has no data/raw.dvc

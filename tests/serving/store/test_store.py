@@ -23,6 +23,7 @@ from serving.store import (
     StoreError,
     UnknownPrediction,
 )
+from serving.store.schema import MIGRATIONS
 from tests.helpers.postgres import PostgresServer, new_database
 
 _ids = itertools.count()
@@ -82,16 +83,18 @@ def _wait_until(condition, timeout: float = 15.0) -> None:
 
 def test_schema_is_created_once_and_reopening_keeps_the_data(config: StoreConfig) -> None:
     store = _open(config)
-    record = _prediction()
+    record = _prediction(ood_score=12.5, ood_flag=True)
     assert store.record(record)
     store.close()  # writes what is queued
     again = _open(config)
     try:
-        assert again.db.migrate() == 1  # idempotent: nothing to apply, version unchanged
+        # idempotent: nothing to apply, version unchanged
+        assert again.db.migrate() == len(MIGRATIONS)
         stored = again.prediction(record.request_id)
         assert stored is not None
         assert stored.label == "cat" and stored.probabilities == record.probabilities
         assert stored.replica  # which replica answered is kept
+        assert (stored.ood_score, stored.ood_flag) == (12.5, True)
     finally:
         again.close()
 
