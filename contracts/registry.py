@@ -9,6 +9,7 @@ promoted: the service still serves it and says so.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -53,3 +54,16 @@ class RegistryRecord(BaseModel):
             return cls.model_validate_json(path.read_text())
         except (ValidationError, ValueError) as error:
             raise RegistryError(f"{path} is not a valid registry record: {error}") from error
+
+
+def record_for_bundle(model_dir: Path) -> RegistryRecord | None:
+    """The record that names the bundle in `model_dir` (model.json's version), beside it (as
+    in the image) or one folder up (models/registry.json in a checkout); None when none
+    does: a record of another bundle must not be taken for this one's."""
+    model_dir = Path(model_dir)
+    version = json.loads((model_dir / "model.json").read_text())["version"]
+    for folder in (model_dir, model_dir.parent):
+        record = RegistryRecord.read(folder)
+        if record is not None and record.bundle_version == version:
+            return record
+    return None

@@ -17,14 +17,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from contracts.registry import REGISTRY_FILE, RegistryRecord  # noqa: E402
+from contracts.registry import REGISTRY_FILE, record_for_bundle  # noqa: E402
 
 
 def labels(model_dir: Path) -> dict[str, str]:
     manifest = json.loads((model_dir / "model.json").read_text())
-    record = RegistryRecord.read(model_dir.parent)
-    if record is not None and record.bundle_version != manifest["version"]:
-        record = None  # a record of another bundle: this one was never promoted
+    record = record_for_bundle(model_dir)  # None: never promoted, or another bundle's record
     return {
         "org.opencontainers.image.version": manifest["version"],
         "io.catsdogs.registry.name": record.name if record else "unpromoted",

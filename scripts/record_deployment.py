@@ -4,8 +4,9 @@
 
 Tags the MLflow model version that models/registry.json names (deployed_image,
 deployed_to, deployed_at) when MLFLOW_TRACKING_URI is set; prints a GitHub notice and
-exits 0 otherwise, or when the bundle was never promoted. scripts/rollback.py reads these
-tags to find the previous champion's image (docs/lifecycle.md).
+exits 0 otherwise, or when the bundle was never promoted (no record, or a record of
+another bundle). scripts/rollback.py reads these tags to find the previous champion's
+image (docs/lifecycle.md).
 """
 
 from __future__ import annotations
@@ -18,16 +19,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from contracts.registry import RegistryRecord  # noqa: E402
+from contracts.registry import record_for_bundle  # noqa: E402
 
 
 def main(argv: list[str]) -> int:
     if len(argv) != 3:
         raise SystemExit(__doc__)
     model_dir, image, environment = Path(argv[0]), argv[1], argv[2]
-    record = RegistryRecord.read(model_dir) or RegistryRecord.read(model_dir.parent)
+    record = record_for_bundle(model_dir)
     if record is None:
-        print(f"::notice::{model_dir} was never promoted: no registry version to record.")
+        print(
+            f"::notice::The bundle in {model_dir} was never promoted (no registry.json names "
+            "it): no registry version to record."
+        )
         return 0
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:

@@ -125,8 +125,9 @@ def tiny_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_bundle(tmp_path_factory.mktemp("tiny-bundle"))
 
 
-# Fixtures that run the pipeline or start a server outside the process: their tests are slow.
-SLOW_FIXTURES = {"pipeline_repo", "postgres", "s3_endpoint"}
+# Fixtures that run the pipeline, start a server outside the process or train and register
+# two bundles (about a minute on a busy machine): their tests are slow.
+SLOW_FIXTURES = {"pipeline_repo", "postgres", "s3_endpoint", "promoted_registry"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -4,13 +4,16 @@ The pipeline fixture (tests/conftest.py) runs every stage and takes minutes; the
 does not care how good the model is, only that the bundle follows the contract. This
 trains the project's own small CNN for a few seconds on the committed photographs and
 writes the bundle with the export stage's own code (`Served`, `export_onnx`,
-`reference_statistics`) and the typed manifest, so what the service loads is what export
-writes, only smaller and less accurate.
+`reference_statistics`, the model card) and the typed manifest, so what the service loads
+is what export writes, only smaller and less accurate. It is trained and scored on the
+same committed photos, and its card says so (split sizes train = test).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,10 +22,12 @@ import torch
 from omegaconf import OmegaConf
 from torch.nn import functional as F
 
-from contracts.bundle import BundleManifest, InputSpec, OutputSpec
+from contracts.bundle import BundleManifest, Environments, InputSpec, OutputSpec
 from contracts.imaging import load, to_batch
 from stages.calibrate import calibration_record, fitted_temperature, write_ood_reference
 from stages.export import Served, bundle_version, export_onnx, reference_statistics
+from stages.fingerprint import environment_fingerprint
+from stages.model_card import render, write_card
 from stages.models import small_cnn
 from tests.helpers.photos import LABELS, sample_photos
 
@@ -58,16 +63,47 @@ def trained_net(images: np.ndarray, labels: np.ndarray) -> torch.nn.Module:
     return net.eval()
 
 
-def build_tiny_bundle(out: Path) -> Path:
-    """Train, export and describe a tiny model in `out`; returns `out`.
+def photo_names() -> list[str]:
+    """Each committed sample photo as <class>/<file>, in labelled_photos' order."""
+    return [f"{label}/{path.name}" for label in LABELS for path in sample_photos(label)]
 
-    Like export: a temperature fitted on held-out photos (every third one here), the
-    OOD reference from the rest (the "train" photos), its threshold from the held-out.
+
+def data_version() -> str:
+    """An md5 of the committed photos' bytes, as data/raw.dvc's md5 names the real data."""
+    digest = hashlib.md5()
+    for label in LABELS:
+        for path in sample_photos(label):
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def split_metrics(labels: np.ndarray) -> dict:
+    """prepare.json's `split` for the tiny bundle: trained and tested on the same photos."""
+    counts = {name: int((labels == i).sum()) for i, name in enumerate(LABELS)}
+    return {"split": {s: {**counts, "total": len(labels)} for s in ("train", "test")}}
+
+
+def build_tiny_bundle(out: Path) -> Path:
+    """Train, export and describe a tiny model in `out`; returns `out`."""
+    images, labels = labelled_photos(SIZE)
+    held_out = held_out_photos(labels)
+    return export_tiny(trained_net(images[~held_out], labels[~held_out]), out)
+
+
+def held_out_photos(labels: np.ndarray) -> np.ndarray:
+    """Every third photo: what the temperature and the OOD threshold are fitted on."""
+    return np.arange(len(labels)) % 3 == 0
+
+
+def export_tiny(net: torch.nn.Module, out: Path) -> Path:
+    """model.onnx, model.json and MODEL_CARD.md for a trained net, by export's own code.
+
+    Like export: a temperature fitted on held-out photos, the OOD reference from the rest
+    (the "train" photos), its threshold from the held-out.
     """
     out.mkdir(parents=True, exist_ok=True)
     images, labels = labelled_photos(SIZE)
-    held_out = np.arange(len(labels)) % 3 == 0
-    net = trained_net(images[~held_out], labels[~held_out])
+    held_out = held_out_photos(labels)
     temperature = fitted_temperature(net, images[held_out], labels[held_out])
     served = Served(net, tta=False, temperature=temperature).eval()
     onnx_path = out / "model.onnx"
@@ -84,7 +120,7 @@ def build_tiny_bundle(out: Path) -> Path:
         (images[~held_out], labels[~held_out]),
         images[held_out],
     ).spec
-    BundleManifest(
+    manifest = BundleManifest(
         name="cats-dogs-tiny",
         version=bundle_version(digest, ood),
         sha256=digest,
@@ -96,9 +132,15 @@ def build_tiny_bundle(out: Path) -> Path:
         output=OutputSpec(shape=["N", len(LABELS)]),
         accuracy={"fp32": accuracy},
         metrics={"accuracy": accuracy},
+        data_version=data_version(),
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         reference=reference_statistics(probs, images, list(LABELS)),
         calibration=calibration_record(temperature, int(held_out.sum()), probs, labels),
         ood=ood,
-    ).write(out)
+        environment=Environments(train=environment_fingerprint("32-true")),
+    )
+    manifest.write(out)
+    with tempfile.TemporaryDirectory() as metrics:
+        (Path(metrics) / "prepare.json").write_text(json.dumps(split_metrics(labels)))
+        write_card(out, render(manifest, probs, labels, photo_names(), Path(metrics)))
     return out
