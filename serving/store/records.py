@@ -25,16 +25,21 @@ class PredictionRecord:
     sha256: str | None = None
     correlation_id: str | None = None
     replica: str | None = None
+    ood_score: float | None = None  # out-of-distribution score (None: bundle has none)
+    ood_flag: bool | None = None  # the score is past the bundle's threshold
 
     COLUMNS = (
         "request_id", "correlation_id", "ts", "label", "confidence", "probabilities",
         "latency_ms", "inference_ms", "model_version", "width", "height", "brightness",
-        "sha256", "replica",
+        "sha256", "replica", "ood_score", "ood_flag",
     )  # fmt: skip
 
     def row(self) -> tuple:
-        """Values in `COLUMNS` order (probabilities as JSON text)."""
-        values = {**self.__dict__, "probabilities": json.dumps(self.probabilities)}
+        """Values in `COLUMNS` order (probabilities as JSON text, the flag as 0/1)."""
+        flag = None if self.ood_flag is None else int(self.ood_flag)
+        values = {
+            **self.__dict__, "probabilities": json.dumps(self.probabilities), "ood_flag": flag,
+        }  # fmt: skip
         return tuple(values[name] for name in self.COLUMNS)
 
     @classmethod
@@ -62,12 +67,16 @@ class PredictionRecord:
             brightness=image.get("brightness"),
             sha256=image.get("sha256"),
             correlation_id=correlation_id,
+            ood_score=answer.get("ood_score"),
+            ood_flag=answer.get("ood_flag"),
         )
 
     @classmethod
     def from_row(cls, row: tuple) -> PredictionRecord:
         values = dict(zip(cls.COLUMNS, row, strict=True))
         values["probabilities"] = json.loads(values["probabilities"] or "{}")
+        if values["ood_flag"] is not None:
+            values["ood_flag"] = bool(values["ood_flag"])
         return cls(**values)
 
 
@@ -92,6 +101,7 @@ class RecentWindow:
     labels: list[str] = field(default_factory=list)
     confidences: list[float] = field(default_factory=list)
     brightness: list[float | None] = field(default_factory=list)
+    ood_flags: list[bool | None] = field(default_factory=list)
     labelled: int = 0
     correct: int = 0
 

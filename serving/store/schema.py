@@ -34,4 +34,9 @@ MIGRATIONS: list[list[str]] = [
         )""",
         "CREATE INDEX IF NOT EXISTS feedback_ts ON feedback (ts)",
     ],
+    # The out-of-distribution score and flag /predict answers (None where the bundle has none).
+    [
+        "ALTER TABLE predictions ADD COLUMN ood_score DOUBLE PRECISION",
+        "ALTER TABLE predictions ADD COLUMN ood_flag INTEGER",
+    ],
 ]
