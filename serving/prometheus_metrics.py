@@ -62,6 +62,24 @@ class ServiceMetrics:
             registry=r,
         )  # fmt: skip
         self.live_accuracy.set(float("nan"))
+        self.estimated_accuracy = Gauge(
+            "model_estimated_accuracy",
+            "Accuracy estimated from recent confidences, before labels (NaN: too few).",
+            registry=r,
+        )
+        self.estimated_accuracy_lower = Gauge(
+            "model_estimated_accuracy_lower",
+            "Lower end of the estimated accuracy's 95 % interval (NaN: too few).",
+            registry=r,
+        )
+        self.ood_flagged_share = Gauge(
+            "model_ood_flagged_share",
+            "Share of recent predictions flagged out-of-distribution (NaN: too few scored).",
+            registry=r,
+        )
+        for gauge in (self.estimated_accuracy, self.estimated_accuracy_lower):
+            gauge.set(float("nan"))
+        self.ood_flagged_share.set(float("nan"))
         self.feedback = Counter(
             "feedback", "Feedback records stored, by true label.", ["label"], registry=r
         )

@@ -875,3 +875,31 @@ def test_a_pod_serving_another_model_rolls_the_release_back(tmp_path: Path) -> N
     assert "/model-info version 'ffffffffffff', expected '0123456789ab'" in result.stdout
     assert "failed twice on pod api-2-b" in result.stdout
     assert cluster["image"] == OLD
+
+
+def test_model_alert_thresholds_are_the_core_constants() -> None:
+    """alerts.yml repeats the thresholds the report uses (contracts): they must agree."""
+    from contracts import drift, estimate
+
+    rules = yaml.safe_load((ROOT / "deployment/prometheus/alerts.yml").read_text())
+    exprs = {r["alert"]: r["expr"] for g in rules["groups"] for r in g["rules"]}
+    expected = {
+        "CatsDogsModelDrift": f"> {drift.PSI_ALERT}",
+        "CatsDogsLiveAccuracyLow": f"< {drift.ACCURACY_ALERT}",
+        "CatsDogsEstimatedAccuracyLow": f"< {estimate.ESTIMATED_ACCURACY_ALERT}",
+        "CatsDogsOodShareHigh": f"> {estimate.OOD_SHARE_ALERT}",
+    }
+    for alert, comparison in expected.items():
+        assert comparison in exprs[alert], f"{alert}: {exprs[alert]!r} lacks {comparison!r}"
+
+
+def test_promtool_unit_tests_of_the_alert_rules_pass() -> None:
+    """Each rule fires (and stays quiet) on purpose: `promtool test rules` (from
+    .ci/apt-packages.txt) over alerts.test.yml."""
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool missing: see .ci/apt-packages.txt"
+    done = subprocess.run(
+        [promtool, "test", "rules", "alerts.test.yml"],
+        cwd=ROOT / "deployment/prometheus", capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
