@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -32,7 +33,9 @@ class Summary:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="cats-dogs-batch", description=__doc__.split("\n")[0])
     ap.add_argument("source", help="folder, list file, or s3://bucket/prefix")
-    ap.add_argument("--out", type=Path, required=True, help="output file (.csv, .jsonl, .parquet)")
+    ap.add_argument("--out", required=True,
+                    help="output file (.csv, .jsonl, .parquet), or s3://bucket/key: written "
+                    "locally, uploaded at the end, downloaded first to resume")  # fmt: skip
     ap.add_argument("--format", choices=output.FORMATS, default=None, help="default: from --out")
     ap.add_argument("--model-dir", type=Path, default=Path(os.environ.get("MODEL_DIR") or "models/export"),
                     help="the bundle [env MODEL_DIR]")  # fmt: skip
@@ -69,10 +72,22 @@ def _results(args: argparse.Namespace, todo: list[str]) -> Iterator[list[scoring
 
 
 def run(args: argparse.Namespace) -> Summary:
+    """Score into a local file; an S3 output is fetched first (resume) and uploaded after."""
+    if not str(args.out).startswith("s3://"):
+        return score_into(args, Path(args.out))
+    with tempfile.TemporaryDirectory() as scratch:
+        local = Path(scratch) / Path(sources.S3Location.parse(args.out).key).name
+        sources.download_if_present(args.out, local, args.s3_endpoint)
+        summary = score_into(args, local)
+        sources.upload(local, args.out, args.s3_endpoint)
+        return summary
+
+
+def score_into(args: argparse.Namespace, out: Path) -> Summary:
     """List, skip what the output holds, score the rest, write as chunks finish."""
     start = time.monotonic()
     manifest = BundleManifest.read(args.model_dir)
-    writer = output.Writer(args.out, output.format_of(args.out, args.format), manifest.classes)
+    writer = output.Writer(out, output.format_of(out, args.format), manifest.classes)
     listed = sources.shard(
         sources.list_inputs(args.source, args.s3_endpoint), args.shard_index, args.shard_count
     )

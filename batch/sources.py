@@ -82,3 +82,21 @@ def read_bytes(name: str, max_bytes: int, endpoint_url: str | None = None, clien
         return body["Body"].read()
     with open(name, "rb") as fh:
         return fh.read(max_bytes + 1)
+
+
+def download_if_present(url: str, local: Path, endpoint_url: str | None = None) -> bool:
+    """Fetch an earlier run's output object (to resume from it); False when there is none."""
+    where = S3Location.parse(url)
+    client = s3_client(endpoint_url)
+    try:
+        client.head_object(Bucket=where.bucket, Key=where.key)
+    except client.exceptions.ClientError:
+        return False
+    local.parent.mkdir(parents=True, exist_ok=True)
+    client.download_file(where.bucket, where.key, str(local))
+    return True
+
+
+def upload(local: Path, url: str, endpoint_url: str | None = None) -> None:
+    where = S3Location.parse(url)
+    s3_client(endpoint_url).upload_file(str(local), where.bucket, where.key)

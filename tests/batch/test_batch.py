@@ -216,7 +216,7 @@ def test_s3_prefix_is_scored_from_the_s3_api(
     client.put_object(Bucket="uploads", Key="day1/broken.jpg", Body=b"\xff\xd8\xff")
     client.put_object(Bucket="uploads", Key="day2/other.jpg", Body=PHOTOS[5].read_bytes())
     out = tmp_path / "s3.csv"
-    summary = cli.run(cli.parse_args(
+    summary = cli.run(cli.parse_args(  # prefix in, local file out
         ["s3://uploads/day1/", "--out", str(out), "--model-dir", str(tiny_bundle_dir),
          "--s3-endpoint", s3_endpoint, "--workers", "2", "--no-progress"]
     ))  # fmt: skip
@@ -225,3 +225,15 @@ def test_s3_prefix_is_scored_from_the_s3_api(
     assert set(rows) == {f"day1/{p.name}" for p in PHOTOS[:4]} | {"day1/broken.jpg"}
     assert rows["day1/broken.jpg"]["error"] and rows["day1/broken.jpg"]["label"] == ""
     assert all(r["file"].startswith("s3://uploads/day1/") for r in rows.values())
+
+    # Output to S3, as the indexed Job writes it: uploaded at the end, fetched to resume.
+    client.put_object(Bucket="uploads", Key="day1/late.jpg", Body=PHOTOS[6].read_bytes())
+    s3_out = ["--out", "s3://uploads/scores/shard-0.csv", "--model-dir", str(tiny_bundle_dir),
+              "--s3-endpoint", s3_endpoint, "--workers", "1", "--no-progress"]  # fmt: skip
+    first = cli.run(cli.parse_args(["s3://uploads/day1/", *s3_out]))
+    assert (first.skipped, first.scored) == (0, 5)
+    client.put_object(Bucket="uploads", Key="day1/later.jpg", Body=PHOTOS[7].read_bytes())
+    second = cli.run(cli.parse_args(["s3://uploads/day1/", *s3_out]))
+    assert (second.skipped, second.scored) == (6, 1)
+    body = client.get_object(Bucket="uploads", Key="scores/shard-0.csv")["Body"].read().decode()
+    assert len(body.splitlines()) == 1 + 7  # header and every object of the prefix
