@@ -16,7 +16,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from contracts import drift
+from contracts import drift, estimate
 from monitoring import traffic
 from monitoring.history import append_history, plot_history
 from monitoring.report import build_report
@@ -25,6 +25,9 @@ from monitoring.schema import (
     Artifacts,
     Drift,
     DriftAlert,
+    EstimateAlert,
+    Estimated,
+    OodAlert,
     Period,
     Report,
     Sources,
@@ -75,6 +78,10 @@ def _report_parser(sub: argparse._SubParsersAction) -> None:
     ap.add_argument("--accuracy-alert", type=float, default=drift.ACCURACY_ALERT)
     ap.add_argument("--min-labelled", type=int, default=drift.MIN_LABELLED,
                     help="fewest labelled predictions for an accuracy alert")  # fmt: skip
+    ap.add_argument("--estimated-accuracy-alert", type=float, default=estimate.ESTIMATED_ACCURACY_ALERT,
+                    help="alert when the estimated accuracy (no labels) is below this")  # fmt: skip
+    ap.add_argument("--ood-share-alert", type=float, default=estimate.OOD_SHARE_ALERT,
+                    help="alert when the OOD-flagged share is above this")  # fmt: skip
     ap.add_argument("--fail-on-alert", action="store_true",
                     help="exit with status 2 when an alert fires (for cron or CI)")  # fmt: skip
 
@@ -107,7 +114,10 @@ def build(args: argparse.Namespace, now: datetime | None = None) -> Report:
     config = StoreConfig.from_env(database_url=args.database_url, path=args.store)
     predictions = read_predictions(config, TimeRange(since, until, args.model_version))
     manifest = load_manifest(args.model_dir, args.reference)
-    limits = Thresholds(args.psi_warn, args.psi_alert, args.accuracy_alert, args.min_labelled)
+    limits = Thresholds(
+        args.psi_warn, args.psi_alert, args.accuracy_alert, args.min_labelled,
+        args.estimated_accuracy_alert, args.ood_share_alert,
+    )  # fmt: skip
     figures = build_report(predictions, manifest, min_samples=args.min_samples, limits=limits)
     manifest_path = args.reference or args.model_dir / "model.json"
     return Report(
@@ -151,8 +161,9 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def _alert_line(alert: DriftAlert | AccuracyAlert) -> str:
-    what = alert.feature if isinstance(alert, DriftAlert) else "accuracy"
+def _alert_line(alert: DriftAlert | AccuracyAlert | EstimateAlert | OodAlert) -> str:
+    what = {DriftAlert: "", AccuracyAlert: "accuracy", EstimateAlert: "estimated accuracy",
+            OodAlert: "OOD share"}[type(alert)] or getattr(alert, "feature", "")  # fmt: skip
     noisy = isinstance(alert, DriftAlert) and alert.within_noise
     note = " - within sampling noise: widen the window" if noisy else ""
     return f"ALERT {alert.alert} {what}: {alert.value:.3f} (threshold {alert.threshold}){note}"
@@ -167,6 +178,20 @@ def _drift_line(d: Drift) -> str:
     return "drift PSI: " + (", ".join(parts) if parts else "none computed") + missing
 
 
+def _estimate_line(e: Estimated) -> str:
+    """Estimated (no labels) beside realised accuracy, and the OOD-flagged share."""
+    if e.accuracy is None:
+        return "estimated accuracy: n/a (no predictions)"
+    return (
+        f"estimated accuracy {e.accuracy.estimate:.3f} [{e.accuracy.lower:.3f}, "
+        f"{e.accuracy.upper:.3f}] on {e.n} predictions, F1 (macro) "
+        f"{_fmt(e.f1_macro.estimate if e.f1_macro else None)}; realised accuracy "
+        f"{_fmt(e.realised_accuracy)} (estimate over the same labelled rows "
+        f"{_fmt(e.estimated_accuracy_of_labelled)}); OOD flagged "
+        f"{_fmt(e.ood_flagged_share)} of {e.ood_scored} scored"
+    )
+
+
 def describe(report: Report, artifacts: Artifacts) -> Iterator[str]:
     """A few human-readable lines about the report, for the terminal."""
     f = report.figures
@@ -176,6 +201,7 @@ def describe(report: Report, artifacts: Artifacts) -> Iterator[str]:
         f"F1 (macro) {_fmt(f.performance.f1_macro)}, "
         f"latency p95 {_fmt(f.latency_ms.p95, 1)} ms"
     )
+    yield _estimate_line(f.estimated)
     yield _drift_line(f.drift)
     yield from (_alert_line(alert) for alert in f.alerts)
     yield f"report: {artifacts.report}"

@@ -27,6 +27,10 @@ def summary_line(report: Report) -> dict:
         "labelled": figures.counts.labelled,
         "accuracy": figures.performance.accuracy,
         "f1_macro": figures.performance.f1_macro,
+        "estimated_accuracy": figures.estimated.accuracy.estimate
+        if figures.estimated.accuracy
+        else None,
+        "ood_flagged_share": figures.estimated.ood_flagged_share,
         "latency_p95_ms": figures.latency_ms.p95,
         **{f"psi_{feature}": psi.get(feature) for feature in drift.FEATURES},
         "status": figures.status,

@@ -14,6 +14,7 @@ import numpy as np
 from contracts import drift
 from contracts.classification import classification_metrics
 from monitoring.drift_stats import noise_level
+from monitoring.estimated import estimate_alerts, estimated_figures
 from monitoring.schema import (
     AccuracyAlert,
     Counts,
@@ -219,13 +220,16 @@ def build_report(
     )
     columns = Columns.of(predictions, classes)
     drift_figures = _drift(reference, columns, classes, min_samples, t)
-    alerts = _alerts(drift_figures.psi, drift_figures.noise_p95, performance, t)
+    alerts: list = _alerts(drift_figures.psi, drift_figures.noise_p95, performance, t)
+    estimated = estimated_figures(predictions, classes)
+    alerts += estimate_alerts(estimated, min_samples, t)
     return Figures(
         status=_status(alerts, drift_figures.levels),
         alerts=alerts,
         model=_model(manifest, classes, predictions),
         counts=_counts(len(predictions), truths, classes),
         performance=performance,
+        estimated=estimated,
         latency_ms=latency_summary(p.record.latency_ms for p in predictions),
         predictions=_traffic(columns, classes, reference),
         reference=ReferenceSummary(

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from contracts import drift
+from contracts import drift, estimate
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,8 @@ class Thresholds:
     psi_alert: float = drift.PSI_ALERT
     accuracy_alert: float = drift.ACCURACY_ALERT
     min_labelled: int = drift.MIN_LABELLED
+    estimated_accuracy_alert: float = estimate.ESTIMATED_ACCURACY_ALERT
+    ood_share_alert: float = estimate.OOD_SHARE_ALERT
 
 
 @dataclass(frozen=True)
@@ -149,14 +151,53 @@ class AccuracyAlert:
 
 
 @dataclass(frozen=True)
+class Estimated:
+    """Performance estimated from the probabilities alone (contracts/estimate.py), beside
+    the realised figures on the window's labelled predictions; the OOD-flagged share."""
+
+    n: int
+    method: str
+    accuracy: estimate.Interval | None
+    f1_macro: estimate.Interval | None
+    f1: dict[str, float | None]
+    confusion_matrix: list[list[float]] | None
+    realised_accuracy: float | None  # on the labelled predictions (None: no labels)
+    realised_f1_macro: float | None
+    estimated_accuracy_of_labelled: float | None  # the estimate over the same labelled rows
+    ood_scored: int
+    ood_flagged_share: float | None
+
+
+@dataclass(frozen=True)
+class EstimateAlert:
+    """Estimated accuracy (no labels needed) below the threshold, on at least min_samples."""
+
+    alert: str = field(default="CatsDogsEstimatedAccuracyLow", init=False)
+    value: float
+    threshold: float
+    predictions: int
+
+
+@dataclass(frozen=True)
+class OodAlert:
+    """The OOD-flagged share above the threshold, on at least min_samples scored photos."""
+
+    alert: str = field(default="CatsDogsOodShareHigh", init=False)
+    value: float
+    threshold: float
+    scored: int
+
+
+@dataclass(frozen=True)
 class Figures:
     """Everything computed from the window's predictions, labels and model.json."""
 
     status: str  # "ok", "warn" or "alert"
-    alerts: list[DriftAlert | AccuracyAlert]
+    alerts: list[DriftAlert | AccuracyAlert | EstimateAlert | OodAlert]
     model: ModelSummary
     counts: Counts
     performance: Performance
+    estimated: Estimated
     latency_ms: Latency
     predictions: Traffic
     reference: ReferenceSummary

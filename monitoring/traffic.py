@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from PIL import Image, ImageEnhance, ImageOps
+from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 
@@ -53,14 +53,38 @@ def collect_photos(folder: Path) -> list[Photo]:
     return photos
 
 
-def shift_image(data: bytes, grayscale: bool, darken: float | None) -> bytes:
-    """Apply the simulated input shift and re-encode as JPEG (quality 90)."""
+# Named covariate shifts (`--shift`): what a new camera, app or upload path might do.
+SHIFTS = ("darken", "blur", "grayscale", "crop")
+DARKEN_FACTOR = 0.3  # brightness multiplied by this
+BLUR_RADIUS_SHARE = 0.02  # Gaussian blur radius as a share of the shorter side
+CROP_SHARE = 0.35  # keep this share of each side, from a corner (the subject half gone)
+
+
+def _named_shift(img: Image.Image, shift: str) -> Image.Image:
+    if shift == "darken":
+        return ImageEnhance.Brightness(img).enhance(DARKEN_FACTOR)
+    if shift == "blur":
+        return img.filter(ImageFilter.GaussianBlur(BLUR_RADIUS_SHARE * min(img.size)))
+    if shift == "grayscale":
+        return img.convert("L").convert("RGB")
+    if shift == "crop":
+        w, h = img.size
+        return img.crop((0, 0, max(1, round(w * CROP_SHARE)), max(1, round(h * CROP_SHARE))))
+    raise ValueError(f"unknown shift {shift!r}; one of {', '.join(SHIFTS)}")
+
+
+def shift_image(
+    data: bytes, grayscale: bool, darken: float | None, shifts: tuple[str, ...] = ()
+) -> bytes:
+    """Apply the simulated input shifts and re-encode as JPEG (quality 90)."""
     with Image.open(io.BytesIO(data)) as opened:
         img = ImageOps.exif_transpose(opened).convert("RGB")
     if grayscale:
         img = img.convert("L").convert("RGB")
     if darken is not None:
         img = ImageEnhance.Brightness(img).enhance(darken)
+    for shift in shifts:
+        img = _named_shift(img, shift)
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=90)
     return buf.getvalue()
@@ -143,7 +167,8 @@ def simulate(args: argparse.Namespace) -> Tally:
     photos = plan(collect_photos(args.data), args.count, args.only_class, args.seed)
     rng = random.Random(args.seed + 1)
     headers = {"X-API-Key": args.api_key} if args.api_key else {}
-    shifted = args.grayscale or args.darken is not None
+    shifts = tuple(args.shift or ())
+    shifted = args.grayscale or args.darken is not None or bool(shifts)
     tally = Tally()
     start = time.monotonic()
     with httpx.Client(base_url=args.url.rstrip("/"), headers=headers, timeout=args.timeout) as cl:
@@ -151,7 +176,7 @@ def simulate(args: argparse.Namespace) -> Tally:
             _pace(start, i, args.rate)
             data = photo.path.read_bytes()
             if shifted:
-                data = shift_image(data, args.grayscale, args.darken)
+                data = shift_image(data, args.grayscale, args.darken, shifts)
             request_id = _predict(cl, photo, data, tally)
             if request_id and rng.random() < args.feedback_share:
                 _feedback(cl, request_id, photo.label, tally)
@@ -184,6 +209,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     ap.add_argument(
         "--darken", type=float, default=None, help="shift: brightness factor, e.g. 0.35"
     )
+    ap.add_argument(
+        "--shift", action="append", choices=SHIFTS, default=None,
+        help=f"covariate shift, repeatable: darken (x{DARKEN_FACTOR}), blur (radius "
+        f"{BLUR_RADIUS_SHARE:.0%} of the shorter side), grayscale, crop (the top-left "
+        f"{CROP_SHARE:.0%} of each side)",
+    )  # fmt: skip
     ap.add_argument("--api-key", default=os.environ.get("API_KEY"), help="[env API_KEY]")
     ap.add_argument("--timeout", type=float, default=30.0)
     ap.add_argument("--seed", type=int, default=0)

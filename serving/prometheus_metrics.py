@@ -62,9 +62,31 @@ class ServiceMetrics:
             registry=r,
         )  # fmt: skip
         self.live_accuracy.set(float("nan"))
+        self._estimate_gauges(r)
         self.feedback = Counter(
             "feedback", "Feedback records stored, by true label.", ["label"], registry=r
         )
+
+    def _estimate_gauges(self, r: CollectorRegistry) -> None:
+        """What the window says before labels: estimated accuracy and the OOD share."""
+        self.estimated_accuracy = Gauge(
+            "model_estimated_accuracy",
+            "Accuracy estimated from recent confidences, before labels (NaN: too few).",
+            registry=r,
+        )
+        self.estimated_accuracy_lower = Gauge(
+            "model_estimated_accuracy_lower",
+            "Lower end of the estimated accuracy's 95 % interval (NaN: too few).",
+            registry=r,
+        )
+        self.ood_flagged_share = Gauge(
+            "model_ood_flagged_share",
+            "Share of recent predictions flagged out-of-distribution (NaN: too few scored).",
+            registry=r,
+        )
+        for gauge in (self.estimated_accuracy, self.estimated_accuracy_lower):
+            gauge.set(float("nan"))
+        self.ood_flagged_share.set(float("nan"))
 
     def observe_batch(self, size: int, seconds: float) -> None:
         """One ONNX Runtime call (called from the inference thread)."""

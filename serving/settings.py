@@ -236,7 +236,8 @@ class Settings(BaseSettings):
         gt=0,
         description="how long `/feedback` waits for its prediction to be written when it is still queued",
     )
-    # -- the live gauges (`model_drift_psi`, `model_live_accuracy` on /metrics)
+    # -- the live gauges (`model_drift_psi`, `model_live_accuracy`, `model_estimated_accuracy`,
+    # `model_ood_flagged_share` on /metrics)
     recent_window: int = Field(
         1000,
         ge=1,
@@ -248,7 +249,7 @@ class Settings(BaseSettings):
     drift_min_samples: int = Field(
         drift.MIN_SAMPLES,
         ge=1,
-        description="fewest predictions in the window for a `model_drift_psi` figure (sampling noise alone gives a PSI near (bins − 1) / n; see monitoring.md)",
+        description="fewest predictions in the window for a `model_drift_psi`, `model_estimated_accuracy` or `model_ood_flagged_share` figure (sampling noise alone gives a PSI near (bins − 1) / n; see monitoring.md)",
     )
 
     @field_validator("allowed_formats", mode="before")

@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("contracts", "stages", "serving", "monitoring", "loadtest", "scripts")
+PACKAGES = ("contracts", "stages", "serving", "monitoring", "loadtest", "scripts", "batch")
 MAX_FUNCTION_LINES = 50
 
 

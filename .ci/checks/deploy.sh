@@ -101,6 +101,12 @@ for overlay in deployment/kubernetes/overlays/*/; do
   echo "$name: $(grep -E '^kind:' "$tmp/$name.yaml" | cut -d' ' -f2 | sort | tr '\n' ' ')"
 done
 
+step "kubectl kustomize the batch scoring Job (indexed), validated the same way"
+"$kubectl" kustomize deployment/kubernetes/batch > "$tmp/batch.yaml"
+for version in 1.30.0 1.37.0; do
+  kubernetes-validate --strict --quiet -k "$version" "$tmp/batch.yaml"
+done
+
 step "GitHub workflows: the workflow schema, and shellcheck on every run: script"
 check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 python - "$tmp/run" <<'EOF'

@@ -9,7 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from serving import schemas
 from serving.dependencies import EngineDep, ReadyModel, State
-from serving.store.live import publish_live
+from serving.store.live import LiveGauges, publish_live
 
 router = APIRouter(tags=["info"])
 
@@ -50,8 +50,12 @@ async def metrics(state: State) -> Response:
     model = state.engine.model
     if model is not None:
         m = state.metrics
+        gauges = LiveGauges(
+            m.drift_psi, m.live_accuracy, m.estimated_accuracy, m.estimated_accuracy_lower,
+            m.ood_flagged_share,
+        )  # fmt: skip
         await asyncio.to_thread(
             publish_live, state.recorder.store, model.manifest.reference.model_dump(),
-            model.classes, m.drift_psi, m.live_accuracy, state.settings.drift_min_samples,
+            model.classes, gauges, state.settings.drift_min_samples,
         )  # fmt: skip
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,4 +1,4 @@
-"""Live gauges from the shared store: drift of all replicas' recent traffic, live accuracy.
+"""Live gauges from the shared store: drift, live accuracy, estimated accuracy, OOD share.
 
 Called at scrape time (in a worker thread: it may read the database); the window is
 cached for STORE_WINDOW_TTL_S so frequent scrapes do not load the database.
@@ -8,29 +8,43 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from prometheus_client import Gauge
 
-from contracts import drift
+from contracts import drift, estimate
+from serving.store.records import RecentWindow
 from serving.store.store import Store
 
 log = logging.getLogger("serving.store")
+
+
+@dataclass(frozen=True)
+class LiveGauges:
+    """The gauges set from the store's window (created in serving/prometheus_metrics.py)."""
+
+    drift_psi: Gauge
+    live_accuracy: Gauge
+    estimated_accuracy: Gauge
+    estimated_accuracy_lower: Gauge
+    ood_flagged_share: Gauge
 
 
 def publish_live(
     store: Store,
     reference: dict,
     classes: Sequence[str],
-    drift_psi: Gauge,
-    live_accuracy: Gauge,
+    gauges: LiveGauges,
     min_samples: int,
 ) -> None:
-    """Set `model_drift_psi{feature}` and `model_live_accuracy` from the store's window.
+    """Set the live gauges from the store's window of all replicas' recent traffic.
 
-    A feature with fewer than `min_samples` live values (DRIFT_MIN_SAMPLES) gets no figure.
+    A figure from fewer than `min_samples` values (DRIFT_MIN_SAMPLES) is left out (PSI) or
+    NaN (estimate, OOD share): too few predictions say nothing reliable.
     """
     window = store.window()
-    live_accuracy.set(window.accuracy)
+    gauges.live_accuracy.set(window.accuracy)
+    publish_estimate(window, gauges, min_samples)
     try:
         report = drift.drift_report(
             reference=reference,
@@ -44,6 +58,21 @@ def publish_live(
         log.warning("Drift report failed", exc_info=True)
         return
     # Only this report's features: one left out (too few samples) must not go stale.
-    drift_psi.clear()
+    gauges.drift_psi.clear()
     for feature, value in report.items():
-        drift_psi.labels(feature=feature).set(float(value))
+        gauges.drift_psi.labels(feature=feature).set(float(value))
+
+
+def publish_estimate(window: RecentWindow, gauges: LiveGauges, min_samples: int) -> None:
+    """Estimated accuracy (mean confidence, Poisson-binomial lower bound) and OOD share."""
+    nan = float("nan")
+    confidences = drift.finite(window.confidences)
+    if confidences.size >= min_samples:
+        interval = estimate.accuracy_interval(confidences)
+        gauges.estimated_accuracy.set(interval.estimate)
+        gauges.estimated_accuracy_lower.set(interval.lower)
+    else:
+        gauges.estimated_accuracy.set(nan)
+        gauges.estimated_accuracy_lower.set(nan)
+    share, scored = estimate.flagged_share(window.ood_flags)
+    gauges.ood_flagged_share.set(share if scored >= min_samples else nan)

@@ -100,6 +100,7 @@ class RecentWindow:
     labels: list[str] = field(default_factory=list)
     confidences: list[float] = field(default_factory=list)
     brightness: list[float | None] = field(default_factory=list)
+    ood_flags: list[bool | None] = field(default_factory=list)
     labelled: int = 0
     correct: int = 0
 

@@ -170,7 +170,8 @@ class Store:
         n = self.config.window
         with self.db.transaction() as cur:
             rows = cur.execute(
-                "SELECT label, confidence, brightness FROM predictions ORDER BY ts DESC LIMIT ?",
+                "SELECT label, confidence, brightness, ood_flag FROM predictions "
+                "ORDER BY ts DESC LIMIT ?",
                 (n,),
             ).fetchall()
             labelled, correct = cur.execute(
@@ -183,6 +184,7 @@ class Store:
             labels=[r[0] for r in rows],
             confidences=[r[1] for r in rows],
             brightness=[r[2] for r in rows],
+            ood_flags=[None if r[3] is None else bool(r[3]) for r in rows],
             labelled=int(labelled),
             correct=int(correct),
         )

@@ -902,3 +902,59 @@ def test_a_pod_serving_another_model_rolls_the_release_back(
     assert "/model-info version 'ffffffffffff', expected '0123456789ab'" in result.stdout
     assert "failed twice on pod api-2-b" in result.stdout
     assert cluster["image"] == OLD
+
+
+def test_model_alert_thresholds_are_the_core_constants() -> None:
+    """alerts.yml repeats the thresholds the report uses (contracts): they must agree."""
+    from contracts import drift, estimate
+
+    rules = yaml.safe_load((ROOT / "deployment/prometheus/alerts.yml").read_text())
+    exprs = {r["alert"]: r["expr"] for g in rules["groups"] for r in g["rules"]}
+    expected = {
+        "CatsDogsModelDrift": f"> {drift.PSI_ALERT}",
+        "CatsDogsLiveAccuracyLow": f"< {drift.ACCURACY_ALERT}",
+        "CatsDogsEstimatedAccuracyLow": f"< {estimate.ESTIMATED_ACCURACY_ALERT}",
+        "CatsDogsOodShareHigh": f"> {estimate.OOD_SHARE_ALERT}",
+    }
+    for alert, comparison in expected.items():
+        assert comparison in exprs[alert], f"{alert}: {exprs[alert]!r} lacks {comparison!r}"
+
+
+def test_promtool_unit_tests_of_the_alert_rules_pass() -> None:
+    """Each rule fires (and stays quiet) on purpose: `promtool test rules` (from
+    .ci/apt-packages.txt) over alerts.test.yml."""
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool missing: see .ci/apt-packages.txt"
+    done = subprocess.run(
+        [promtool, "test", "rules", "alerts.test.yml"],
+        cwd=ROOT / "deployment/prometheus", capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_batch_job_shards_an_s3_prefix_by_completion_index() -> None:
+    """The indexed Job: one shard per completion index, --shard-count equal to completions,
+    each shard its own output object, locked down like the service's pods."""
+    import tomllib
+
+    job = yaml.safe_load((ROOT / "deployment/kubernetes/batch/job.yaml").read_text())
+    spec = job["spec"]
+    assert job["kind"] == "Job" and spec["completionMode"] == "Indexed"
+    pod = spec["template"]["spec"]
+    (container,) = pod["containers"]
+    args = container["args"]
+    assert int(args[args.index("--shard-count") + 1]) == spec["completions"]
+    out = args[args.index("--out") + 1]
+    assert out.startswith("s3://") and "$(JOB_COMPLETION_INDEX)" in out
+    assert container["command"] == ["python", "-m", "batch"]
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["cats-dogs-batch"] == "batch.cli:main"
+    assert pod["restartPolicy"] == "Never" and pod["securityContext"]["runAsNonRoot"]
+    assert container["securityContext"]["readOnlyRootFilesystem"]
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    kubectl = Path(sys.prefix) / "bin" / "kubectl"
+    rendered = subprocess.run(
+        [str(kubectl), "kustomize", str(ROOT / "deployment/kubernetes/batch")],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout  # fmt: skip
+    assert yaml.safe_load(rendered)["metadata"]["namespace"] == "cats-dogs"

@@ -7,11 +7,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from monitoring import cli
+from monitoring.report import build_report
 from monitoring.timewindow import parse_time
-from serving.store import LabelConflict, PredictionRecord, Store, StoreConfig, UnknownPrediction
+from serving.store import (
+    LabelConflict,
+    LabelledPrediction,
+    PredictionRecord,
+    Store,
+    StoreConfig,
+    UnknownPrediction,
+)
 from tests.helpers.photos import FULLRES_DIR, SAMPLE_DIR
 from tests.helpers.postgres import new_database, running_postgres
 
@@ -178,8 +187,25 @@ def test_report_figures_match_a_hand_computed_case(small_store: dict, tmp_path: 
     assert set(noise) == {"class_share", "confidence", "brightness"}
     assert noise["class_share"] > psi["class_share"]
 
+    # Estimated from the probabilities alone: mean confidence 4.94 / 6 = 0.823333; over
+    # the five labelled rows 4.34 / 5 = 0.868, beside their realised 0.6 (a small test case
+    # is not calibrated). Expected confusion (rows true): the cat column r1, r2, r6 holds
+    # cat 0.9 + 0.8 + 0.6 = 2.3, dog 0.7; the dog column r3, r4, r5 cat 0.36, dog 2.64.
+    # F1 cat = 2 * 2.3 / (3.0 predicted + 2.66 true) = 0.812721; dog 5.28 / 6.34 = 0.832808.
+    est = figures.estimated
+    assert est.n == 6
+    assert est.accuracy.estimate == pytest.approx(4.94 / 6)
+    assert est.estimated_accuracy_of_labelled == pytest.approx(0.868)
+    assert est.realised_accuracy == pytest.approx(0.6)
+    assert np.allclose(est.confusion_matrix, [[2.3, 0.36], [0.7, 2.64]])
+    assert est.f1 == pytest.approx({"cat": 4.6 / 5.66, "dog": 5.28 / 6.34})
+    assert (est.ood_scored, est.ood_flagged_share) == (0, None)  # no bundle OOD yet
+
     alerts = {(a.alert, getattr(a, "feature", None)) for a in figures.alerts}
-    assert alerts == {("CatsDogsModelDrift", "class_share"), ("CatsDogsLiveAccuracyLow", None)}
+    assert alerts == {
+        ("CatsDogsModelDrift", "class_share"), ("CatsDogsLiveAccuracyLow", None),
+        ("CatsDogsEstimatedAccuracyLow", None),
+    }  # fmt: skip
     assert figures.alerts[0].within_noise is True
     assert figures.status == "alert"
 
@@ -266,3 +292,31 @@ def test_report_on_an_empty_store_says_so(tmp_path: Path) -> None:
     assert report.figures.counts.predictions == 0 and report.figures.status == "ok"
     assert report.figures.performance.accuracy is None
     assert not (tmp_path / "new.sqlite3").exists()  # a report creates no store
+
+
+def test_ood_flagged_share_alerts_over_the_window() -> None:
+    """Three of five scored photos flagged (one unscored row is left out): 0.6 > 0.15."""
+    flags = [True, True, False, True, False, None]
+    predictions = [
+        LabelledPrediction(
+            PredictionRecord(
+                **{
+                    **_prediction(f"o{i}", 1, "cat", 0.97, 10, 0.5).__dict__,
+                    "ood_score": 1.0 + i,
+                    "ood_flag": flag,
+                }
+            ),
+            None,
+        )
+        for i, flag in enumerate(flags)
+    ]
+    figures = build_report(predictions, MANIFEST, min_samples=5)
+    assert figures.estimated.ood_flagged_share == pytest.approx(0.6)
+    assert figures.estimated.ood_scored == 5
+    (ood,) = [a for a in figures.alerts if a.alert == "CatsDogsOodShareHigh"]
+    assert (ood.value, ood.threshold, ood.scored) == (pytest.approx(0.6), 0.15, 5)
+    # Confident predictions: no estimated-accuracy alert (0.97 > 0.9).
+    assert "CatsDogsEstimatedAccuracyLow" not in {a.alert for a in figures.alerts}
+    # Fewer scored photos than min_samples: no alert, the share is still reported.
+    quiet = build_report(predictions, MANIFEST, min_samples=6)
+    assert "CatsDogsOodShareHigh" not in {a.alert for a in quiet.alerts}

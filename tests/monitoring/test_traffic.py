@@ -56,3 +56,25 @@ def test_simulated_shifts_change_the_photo_as_described() -> None:
     gray = _mean_pixels(traffic.shift_image(data, grayscale=True, darken=None))
     assert np.abs(gray[..., 0] - gray[..., 1]).max() <= 3  # channels equal up to JPEG noise
     assert not math.isclose(np.abs(original[..., 0] - original[..., 2]).mean(), 0, abs_tol=3)
+
+
+def test_named_shifts_blur_crop_darken_and_drop_colour() -> None:
+    data = (FULLRES / "dog.3.jpg").read_bytes()
+    original = _mean_pixels(data)
+    h, w = original.shape[:2]
+
+    def shifted(name: str) -> np.ndarray:
+        return _mean_pixels(traffic.shift_image(data, False, None, (name,)))
+
+    dark = shifted("darken")
+    assert dark.mean() == pytest.approx(original.mean() * traffic.DARKEN_FACTOR, rel=0.05)
+    gray = shifted("grayscale")
+    assert np.abs(gray[..., 0] - gray[..., 1]).max() <= 3
+    blur = shifted("blur")
+    assert blur.shape == original.shape
+    # Blurring removes fine detail: neighbouring pixels differ far less.
+    assert np.abs(np.diff(blur, axis=1)).mean() < 0.5 * np.abs(np.diff(original, axis=1)).mean()
+    crop = shifted("crop")
+    assert crop.shape[:2] == (round(h * traffic.CROP_SHARE), round(w * traffic.CROP_SHARE))
+    with pytest.raises(ValueError, match="unknown shift"):
+        traffic.shift_image(data, False, None, ("sepia",))

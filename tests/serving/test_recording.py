@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import numpy as np
@@ -131,3 +132,33 @@ def test_drift_gauges_wait_for_the_drift_min_samples_setting(
     app_client.post("/feedback", json={"request_id": answers[-1]["request_id"], "label": "cat"})
     text = app_client.get("/metrics").text
     assert ('model_drift_psi{feature="confidence"}' in text) is gauged
+
+
+def _gauge(text: str, name: str) -> float:
+    (value,) = re.findall(rf"^{name} (\S+)$", text, re.M)
+    return float(value)
+
+
+@pytest.mark.parametrize(("min_samples", "gauged"), [(4, True), (5, False)])
+def test_estimated_accuracy_gauge_is_the_mean_confidence_of_the_window(
+    fresh_app_client, min_samples: int, gauged: bool
+) -> None:
+    """The estimate is the mean confidence of the four answers (labels play no part), with
+    a Poisson-binomial lower bound; NaN below DRIFT_MIN_SAMPLES; no OOD flags, so NaN."""
+    app_client = fresh_app_client(drift_min_samples=min_samples)
+    answers = [upload(app_client, p.read_bytes()).json() for p in PHOTOS[:4]]
+    # The last feedback waits for its prediction, so the store holds all four now.
+    app_client.post("/feedback", json={"request_id": answers[-1]["request_id"], "label": "dog"})
+    text = app_client.get("/metrics").text
+    confidences = np.array([a["confidence"] for a in answers])
+    estimate, lower = (
+        _gauge(text, "model_estimated_accuracy"),
+        _gauge(text, "model_estimated_accuracy_lower"),
+    )
+    if gauged:
+        assert estimate == pytest.approx(confidences.mean(), abs=1e-6)
+        half = 1.959963984540054 * np.sqrt(np.sum(confidences * (1 - confidences))) / 4
+        assert lower == pytest.approx(max(0.0, confidences.mean() - half), abs=1e-6)
+    else:
+        assert np.isnan(estimate) and np.isnan(lower)
+    assert np.isnan(_gauge(text, "model_ood_flagged_share"))  # the tiny bundle has no OOD

@@ -88,7 +88,7 @@ def test_schema_is_created_once_and_reopening_keeps_the_data(config: StoreConfig
     store.close()  # writes what is queued
     again = _open(config)
     try:
-        # idempotent: nothing to apply, version unchanged
+        # idempotent: nothing to apply, the version stays the last migration's
         assert again.db.migrate() == len(MIGRATIONS)
         stored = again.prediction(record.request_id)
         assert stored is not None
@@ -156,6 +156,26 @@ def test_two_replicas_share_predictions_feedback_and_the_window(config: StoreCon
     finally:
         one.close()
         two.close()
+
+
+def test_ood_score_and_flag_are_stored_and_the_window_carries_the_flags(
+    config: StoreConfig,
+) -> None:
+    store = _open(config)
+    try:
+        flagged = _prediction("cat", ood_score=12.5, ood_flag=True)
+        passed = _prediction("dog", ood_score=1.25, ood_flag=False)
+        unscored = _prediction("cat")  # a bundle without an OOD reference
+        for r in (flagged, passed, unscored):
+            store.record(r)
+        _wait_until(lambda: store.writer.queued == 0)
+        back = store.prediction(flagged.request_id)
+        assert back is not None and (back.ood_score, back.ood_flag) == (12.5, True)
+        back = store.prediction(unscored.request_id)
+        assert back is not None and (back.ood_score, back.ood_flag) == (None, None)
+        assert sorted(store.window().ood_flags, key=str) == [False, None, True]
+    finally:
+        store.close()
 
 
 def test_feedback_finds_a_prediction_another_replica_has_not_flushed_yet(
