@@ -7,7 +7,6 @@ over the cores. A file that cannot be read or decoded becomes a row with its rea
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import onnxruntime as ort
 from batch import sources
 from contracts import imaging
 from contracts.bundle import BundleManifest
+from contracts.ood import OodScorer
 
 
 @dataclass(frozen=True)
@@ -98,14 +98,10 @@ class Scorer:
         return scores, np.asarray(self.ood.flag(scores))
 
 
-def _ood_scorer(model_dir: Path, manifest: BundleManifest) -> Any:
-    """contracts.ood's scorer for this bundle, when that module exists and the bundle
-    carries an OOD reference; None otherwise (the OOD columns stay empty)."""
-    try:
-        ood = importlib.import_module("contracts.ood")
-    except ImportError:
-        return None
-    return ood.OodScorer.from_bundle(model_dir, manifest)
+def _ood_scorer(model_dir: Path, manifest: BundleManifest) -> OodScorer | None:
+    """The bundle's OOD scorer, the service's own; None when the bundle carries no OOD
+    reference (the OOD columns stay empty)."""
+    return OodScorer.from_bundle(model_dir, manifest)
 
 
 _SCORER: Scorer | None = None

@@ -141,7 +141,8 @@ def test_draft_decoding_matches_full_decoding(pipeline_bundle_dir: Path) -> None
     p_full = model.predict(imaging.to_batch(full))
     p_draft = model.predict(imaging.to_batch(draft))
     # Uncertain photos move most; on average the probabilities barely change.
-    assert float(np.abs(p_full - p_draft).mean()) < 0.02
+    # calibrated (temperature < 1) probabilities magnify small pixel differences
+    assert float(np.abs(p_full - p_draft).mean()) < 0.05
     assert float(np.abs(p_full - p_draft).max()) < 0.25
     assert (p_full.argmax(1) == p_draft.argmax(1)).mean() >= 0.9
 
