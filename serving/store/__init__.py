@@ -9,7 +9,7 @@ which never creates or migrates anything. The modules below it are private.
 from serving.store.config import StoreConfig
 from serving.store.database import StoreError
 from serving.store.reader import LabelledPrediction, TimeRange, read_predictions
-from serving.store.records import FeedbackOutcome, PredictionRecord, RecentWindow
+from serving.store.records import FeedbackOutcome, PredictionRecord, RecentWindow, ShadowRecord
 from serving.store.store import LabelConflict, Store, UnknownPrediction
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "LabelledPrediction",
     "PredictionRecord",
     "RecentWindow",
+    "ShadowRecord",
     "Store",
     "StoreConfig",
     "StoreError",
