@@ -8,7 +8,13 @@ which never creates or migrates anything. The modules below it are private.
 
 from serving.store.config import StoreConfig
 from serving.store.database import StoreError
-from serving.store.reader import LabelledPrediction, TimeRange, read_predictions
+from serving.store.reader import (
+    LabelledPrediction,
+    ShadowPair,
+    TimeRange,
+    read_predictions,
+    read_shadow,
+)
 from serving.store.records import FeedbackOutcome, PredictionRecord, RecentWindow, ShadowRecord
 from serving.store.store import LabelConflict, Store, UnknownPrediction
 
@@ -18,6 +24,7 @@ __all__ = [
     "LabelledPrediction",
     "PredictionRecord",
     "RecentWindow",
+    "ShadowPair",
     "ShadowRecord",
     "Store",
     "StoreConfig",
@@ -25,4 +32,5 @@ __all__ = [
     "TimeRange",
     "UnknownPrediction",
     "read_predictions",
+    "read_shadow",
 ]
