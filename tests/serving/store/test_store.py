@@ -23,6 +23,7 @@ from serving.store import (
     StoreError,
     UnknownPrediction,
 )
+from serving.store.schema import MIGRATIONS
 from tests.helpers.postgres import PostgresServer, new_database
 
 _ids = itertools.count()
@@ -87,7 +88,7 @@ def test_schema_is_created_once_and_reopening_keeps_the_data(config: StoreConfig
     store.close()  # writes what is queued
     again = _open(config)
     try:
-        assert again.db.migrate() == 1  # idempotent: nothing to apply, version unchanged
+        assert again.db.migrate() == len(MIGRATIONS)  # idempotent: nothing to apply
         stored = again.prediction(record.request_id)
         assert stored is not None
         assert stored.label == "cat" and stored.probabilities == record.probabilities
@@ -237,7 +238,8 @@ def test_sqlite_store_full_loses_predictions_counted_and_refuses_feedback(
     tmp_path: Path,
 ) -> None:
     """A size-capped SQLite store (STORE_MAX_MB) fails as a full disk does (SQLITE_FULL)."""
-    config = StoreConfig(path=tmp_path / "small.sqlite3", max_mb=0.2, batch_size=20,
+    # Batches of 2: a failed batch leaves less free space than the feedback rows below need.
+    config = StoreConfig(path=tmp_path / "small.sqlite3", max_mb=0.2, batch_size=2,
                          flush_ms=20, retry_s=0.3)  # fmt: skip
     store = _open(config)
     try:
