@@ -30,11 +30,12 @@ from monitoring.schema import (
     OodAlert,
     Period,
     Report,
+    ShadowSummary,
     Sources,
     Thresholds,
 )
 from monitoring.timewindow import parse_moment
-from serving.store import StoreConfig, TimeRange, read_predictions
+from serving.store import StoreConfig, TimeRange, read_predictions, read_shadow
 
 REPORT_NAME = "monitor.json"
 HISTORY_NAME = "monitor-history.jsonl"
@@ -112,13 +113,17 @@ def build(args: argparse.Namespace, now: datetime | None = None) -> Report:
     since = parse_moment(args.since, now) if args.since else None
     until = parse_moment(args.until, now) if args.until else None
     config = StoreConfig.from_env(database_url=args.database_url, path=args.store)
-    predictions = read_predictions(config, TimeRange(since, until, args.model_version))
+    span = TimeRange(since, until, args.model_version)
+    predictions = read_predictions(config, span)
+    shadow = read_shadow(config, span)
     manifest = load_manifest(args.model_dir, args.reference)
     limits = Thresholds(
         args.psi_warn, args.psi_alert, args.accuracy_alert, args.min_labelled,
         args.estimated_accuracy_alert, args.ood_share_alert,
     )  # fmt: skip
-    figures = build_report(predictions, manifest, min_samples=args.min_samples, limits=limits)
+    figures = build_report(
+        predictions, manifest, min_samples=args.min_samples, limits=limits, shadow=shadow
+    )
     manifest_path = args.reference or args.model_dir / "model.json"
     return Report(
         generated_at=_iso(now) or "",
@@ -192,6 +197,15 @@ def _estimate_line(e: Estimated) -> str:
     )
 
 
+def _shadow_line(s: ShadowSummary) -> str:
+    return (
+        f"shadow {s.challenger_version}: {s.n} photos, agreement {_fmt(s.agreement)}; "
+        f"{s.labelled} labelled: served accuracy {_fmt(s.served_accuracy)}, challenger "
+        f"{_fmt(s.challenger_accuracy)} (only served right {s.only_served_right}, "
+        f"only challenger right {s.only_challenger_right})"
+    )
+
+
 def describe(report: Report, artifacts: Artifacts) -> Iterator[str]:
     """A few human-readable lines about the report, for the terminal."""
     f = report.figures
@@ -204,6 +218,7 @@ def describe(report: Report, artifacts: Artifacts) -> Iterator[str]:
     yield _estimate_line(f.estimated)
     yield _drift_line(f.drift)
     yield from (_alert_line(alert) for alert in f.alerts)
+    yield from (_shadow_line(s) for s in f.shadow)
     yield f"report: {artifacts.report}"
     if artifacts.history:
         yield f"history: {artifacts.history}"

@@ -26,10 +26,11 @@ from monitoring.schema import (
     ModelSummary,
     Performance,
     ReferenceSummary,
+    ShadowSummary,
     Thresholds,
     Traffic,
 )
-from serving.store import LabelledPrediction
+from serving.store import LabelledPrediction, ShadowPair
 
 DRIFT_METHOD = "population stability index, half-count smoothing per bin"
 
@@ -201,15 +202,48 @@ def _status(alerts: list, levels: dict[str, str]) -> str:
     return "alert" if alerts else ("warn" if "warn" in levels.values() else "ok")
 
 
+def _share(hits: int, n: int) -> float | None:
+    return hits / n if n else None
+
+
+def shadow_summaries(pairs: Sequence[ShadowPair]) -> list[ShadowSummary]:
+    """Per challenger version: agreement with the served answers, and both models'
+    accuracy on the photos whose true label arrived (the same photos, so paired)."""
+    out = []
+    for version in sorted({p.challenger_version for p in pairs}):
+        mine = [p for p in pairs if p.challenger_version == version]
+        labelled = [p for p in mine if p.true_label is not None]
+        served_right = [p.served_label == p.true_label for p in labelled]
+        challenger_right = [p.challenger_label == p.true_label for p in labelled]
+        both = list(zip(served_right, challenger_right, strict=True))
+        out.append(
+            ShadowSummary(
+                challenger_version=version,
+                served_versions=sorted({p.served_version for p in mine}),
+                n=len(mine),
+                agreement=_share(
+                    sum(p.served_label == p.challenger_label for p in mine), len(mine)
+                ),
+                labelled=len(labelled),
+                served_accuracy=_share(sum(served_right), len(labelled)),
+                challenger_accuracy=_share(sum(challenger_right), len(labelled)),
+                only_served_right=sum(a and not b for a, b in both),
+                only_challenger_right=sum(b and not a for a, b in both),
+            )
+        )
+    return out
+
+
 def build_report(
     predictions: Sequence[LabelledPrediction],
     manifest: dict,
     *,
     min_samples: int = drift.MIN_SAMPLES,
     limits: Thresholds | None = None,
+    shadow: Sequence[ShadowPair] = (),
 ) -> Figures:
-    """The report's figures from the window's predictions (with their true labels) and
-    model.json (an empty dict when there is none)."""
+    """The report's figures from the window's predictions (with their true labels),
+    model.json (an empty dict when there is none) and the photos a challenger scored."""
     t = limits or Thresholds()
     classes = list(manifest.get("classes") or sorted({p.record.label for p in predictions}))
     reference = manifest.get("reference") or {}
@@ -237,4 +271,5 @@ def build_report(
         ),
         drift=drift_figures,
         thresholds=t,
+        shadow=shadow_summaries(shadow),
     )

@@ -189,6 +189,23 @@ class OodAlert:
 
 
 @dataclass(frozen=True)
+class ShadowSummary:
+    """One challenger scored in the shadow: how often it agrees with the served model, and
+    both models' accuracy on the same labelled photos (None: no labels yet)."""
+
+    challenger_version: str
+    served_versions: list[str]
+    n: int
+    agreement: float | None
+    labelled: int
+    served_accuracy: float | None
+    challenger_accuracy: float | None
+    # labelled photos only one of the two got right (McNemar's discordant pairs)
+    only_served_right: int
+    only_challenger_right: int
+
+
+@dataclass(frozen=True)
 class Figures:
     """Everything computed from the window's predictions, labels and model.json."""
 
@@ -203,6 +220,7 @@ class Figures:
     reference: ReferenceSummary
     drift: Drift
     thresholds: Thresholds
+    shadow: list[ShadowSummary] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

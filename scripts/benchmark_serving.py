@@ -15,6 +15,11 @@ times and its drop, the answers to each trigger, any 5xx, and peak memory.
 `tensors`: N clients sending valid V2 FP32 requests of 10 images (13 MB of JSON each);
 prints the answers and peak memory (the bodies-in-flight budget at work).
 
+`shadow`: the same clients against the service alone and with a challenger loaded
+(CHALLENGER_MODEL_DIR=--challenger, default the same bundle), in alternating rounds;
+prints req/s and p50/p99 per round, the mean p99 ratio and the shadow series
+(agreement, scored, dropped) the challenger's service exported.
+
 `v2`: the same photos three ways, on a fresh service each, in alternating rounds:
 /predict multipart uploads, and V2 FP32 tensors decoded by the client beforehand (the
 image contract) sent as binary tensor data and as JSON. Prints photos a second, latency,
@@ -25,6 +30,8 @@ request bytes, server CPU and peak memory per format.
     .venv/bin/python scripts/benchmark_serving.py --model-dir models/export --mode triggers --duration 60
     .venv/bin/python scripts/benchmark_serving.py --model-dir models/export --mode v2 \
         --photos ../shared/data/fullres --duration 15
+    .venv/bin/python scripts/benchmark_serving.py --model-dir models/export --mode shadow \
+        --duration 20 --rounds 3
 """
 
 from __future__ import annotations
@@ -220,6 +227,50 @@ def v2_check(args: argparse.Namespace, photos: list[Path]) -> dict:
     return results
 
 
+def shadow_metrics(port: int) -> dict[str, float]:
+    """The shadow series of a running service's /metrics (name{labels} -> value)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        lines = r.read().decode().splitlines()
+    return {k: float(v) for k, _, v in (x.rpartition(" ") for x in lines)
+            if k.startswith("shadow_")}  # fmt: skip
+
+
+def shadow_check(args: argparse.Namespace, photos: list[Path]) -> dict:
+    """The same clients without and with a challenger loaded, in alternating rounds."""
+    challenger = args.challenger or args.model_dir
+    ports = {"champion alone": free_port(), "with challenger": free_port()}
+    extra = {"champion alone": [], "with challenger": [f"CHALLENGER_MODEL_DIR={challenger}"]}
+    services = {k: start_service(ports[k], args.model_dir, args.set + extra[k]) for k in ports}
+    rounds: dict[str, list[dict]] = {k: [] for k in ports}
+    try:
+        for _ in range(args.rounds):
+            for name, service in services.items():
+                groups = [(good_photos(photos, ports[name]), args.clients)]
+                rounds[name].append(
+                    measure(service, ports[name], groups, args.duration, args.warmup)
+                )
+        shadow = shadow_metrics(ports["with challenger"])
+    finally:
+        for service in services.values():
+            stop(service)
+    print(f"\n{args.clients} clients, {args.rounds} x {args.duration:g} s each, alternating; "
+          f"challenger {challenger}; settings: {' '.join(args.set) or '(defaults)'}")  # fmt: skip
+    print("| service | round | req/s | p50 ms | p99 ms | non-200 | 5xx | peak RSS MB |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, rows in rounds.items():
+        for i, r in enumerate(rows, 1):
+            print(f"| {name} | {i} | {r['good_rps']:.0f} | {r['p50_ms']:.1f} | "
+                  f"{r['p99_ms']:.1f} | {r['good_not_200']} | {r['server_errors']} | "
+                  f"{r['peak_rss_mb']:.0f} |")  # fmt: skip
+    p99 = {k: sum(r["p99_ms"] for r in v) / len(v) for k, v in rounds.items()}
+    print(f"\nmean p99: alone {p99['champion alone']:.1f} ms, with challenger "
+          f"{p99['with challenger']:.1f} ms (ratio {p99['with challenger'] / p99['champion alone']:.3f})")  # fmt: skip
+    print("shadow series: " + ", ".join(f"{k} {v:g}" for k, v in sorted(shadow.items())))
+    return {"rounds": rounds, "mean_p99_ms": p99, "shadow_metrics": shadow}
+
+
 def per_photo(rows: list[dict]) -> dict:
     """A format's rounds as photos a second and server CPU per photo."""
     k = rows[0]["photos_per_request"]
@@ -253,7 +304,9 @@ def print_v2(args: argparse.Namespace, photos: list[Path], size: int, results: d
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mode", choices=["speed", "triggers", "tensors", "v2"], default="speed")
+    parser.add_argument(
+        "--mode", choices=["speed", "triggers", "tensors", "v2", "shadow"], default="speed"
+    )
     parser.add_argument("--model-dir", default="models/export")
     parser.add_argument(
         "--photos", type=Path, default=PHOTOS, help="a folder of JPEGs [%(default)s]"
@@ -268,6 +321,8 @@ def main() -> None:
     parser.add_argument("--naive", type=Path, default=None,
                         help="speed mode: the course's naive_server.py to compare with "
                         "(../shared/anchors/naive_server.py on the team's machines)")  # fmt: skip
+    parser.add_argument("--challenger", default=None,
+                        help="shadow mode: the challenger bundle [--model-dir]")  # fmt: skip
     parser.add_argument("--json", help="write the results here as JSON")
     args = parser.parse_args()
     photos = sorted(args.photos.glob("*.jpg"))
@@ -276,7 +331,13 @@ def main() -> None:
     if args.naive and not args.naive.is_file():
         sys.exit(f"No such file: {args.naive} (--naive wants the course's naive_server.py)")
     print(f"load before: {os.getloadavg()[0]:.2f} (1-min average), {os.cpu_count()} CPUs")
-    modes = {"speed": speed, "triggers": trigger_check, "tensors": tensor_check, "v2": v2_check}
+    modes = {
+        "speed": speed,
+        "triggers": trigger_check,
+        "tensors": tensor_check,
+        "v2": v2_check,
+        "shadow": shadow_check,
+    }
     try:
         result = modes[args.mode](args, photos)
     except RuntimeError as exc:  # a server that would not start

@@ -25,6 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+def lineage(info: dict) -> str:
+    """Which registry version the pod says it serves ("not promoted" without a record)."""
+    registry = info.get("registry")
+    if not registry:
+        return "not promoted"
+    alias = f" ({registry['alias']})" if registry.get("alias") else ""
+    return f"registry {registry['name']} v{registry['version']}{alias}"
+
+
 class CheckFailed(Exception):
     """A check's failure; the message says what was expected and what came back."""
 
@@ -128,7 +137,9 @@ class Checks:
             )
         if self.version is not None and info["version"] != self.version:
             raise CheckFailed(f"/model-info version {info['version']!r}, expected {self.version!r}")
-        return f"{info['name']} {info['version']}, classes {info['classes']}"
+        if info.get("registry_error"):  # a registry.json shipped that does not fit the bundle
+            raise CheckFailed(f"/model-info registry_error: {info['registry_error']}")
+        return f"{info['name']} {info['version']}, classes {info['classes']}, {lineage(info)}"
 
     def predict(self) -> str:
         name = self.image.name

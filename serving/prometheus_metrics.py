@@ -15,6 +15,11 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.
 INFERENCE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 CONFIDENCE_BUCKETS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.99, 1.0)
+SHADOW_DROP_REASONS = ("queue_full", "store", "error", "stopping")
+MODEL_INFO_LABELS = (
+    "version", "name", "data_version", "git_revision",
+    "promoted", "registry_name", "registry_version", "alias",
+)  # fmt: skip
 
 
 class ServiceMetrics:
@@ -51,8 +56,9 @@ class ServiceMetrics:
             "rejected_inputs", "Inputs refused, by reason.", ["reason"], registry=r
         )
         self.model_info = Gauge(
-            "model_info", "The loaded model bundle (value 1).", ["version", "name"], registry=r
-        )
+            "model_info", "The loaded model bundle and its registry record (value 1).",
+            list(MODEL_INFO_LABELS), registry=r,
+        )  # fmt: skip
         self.drift_psi = Gauge(
             "model_drift_psi", "Population stability index of recent traffic vs the reference.",
             ["feature"], registry=r,
@@ -63,6 +69,7 @@ class ServiceMetrics:
         )  # fmt: skip
         self.live_accuracy.set(float("nan"))
         self._estimate_gauges(r)
+        self._shadow_metrics(r)
         self.feedback = Counter(
             "feedback", "Feedback records stored, by true label.", ["label"], registry=r
         )
@@ -87,6 +94,28 @@ class ServiceMetrics:
         for gauge in (self.estimated_accuracy, self.estimated_accuracy_lower):
             gauge.set(float("nan"))
         self.ood_flagged_share.set(float("nan"))
+
+    def _shadow_metrics(self, r: CollectorRegistry) -> None:
+        """Shadow scoring (CHALLENGER_MODEL_DIR): present, and empty, when it is off."""
+        self.shadow_predictions = Counter(
+            "shadow_predictions",
+            "Photos the challenger scored, by whether its label agrees with the served one.",
+            ["outcome"], registry=r,
+        )  # fmt: skip
+        self.shadow_dropped = Counter(
+            "shadow_dropped",
+            "Photos sampled for the challenger but not scored or not stored, by reason.",
+            ["reason"], registry=r,
+        )  # fmt: skip
+        for reason in SHADOW_DROP_REASONS:
+            self.shadow_dropped.labels(reason=reason)
+        self.shadow_agreement = Gauge(
+            "shadow_agreement",
+            "Share of the recent shadow-scored photos (RECENT_WINDOW) where the challenger's "
+            "label equals the served one (NaN: none yet).", registry=r,
+        )  # fmt: skip
+        self.shadow_agreement.set(float("nan"))
+        self.shadow_queue = Gauge("shadow_queue", "Photos waiting for the challenger.", registry=r)
 
     def observe_batch(self, size: int, seconds: float) -> None:
         """One ONNX Runtime call (called from the inference thread)."""

@@ -109,6 +109,30 @@ class StatsOut(BaseModel):
     queued_images: int
 
 
+class RegistryOut(BaseModel):
+    """The promotion record (registry.json) of the served bundle."""
+
+    name: str
+    version: str
+    alias: str | None
+    bundle_version: str
+    data_version: str | None
+    git_revision: str | None
+    run_id: str | None
+    promoted_at: str
+    promoted_by: str
+    reason: str
+
+
+class ShadowOut(BaseModel):
+    """The challenger scored in the shadow of the served model, when one is loaded."""
+
+    name: str
+    version: str
+    share: float
+    queue_max: int
+
+
 class ModelInfoOut(BaseModel):
     name: str
     version: str
@@ -122,6 +146,10 @@ class ModelInfoOut(BaseModel):
     mlflow_run_id: str | None
     created_at: str | None
     sha256: str | None
+    promoted: bool = False  # a trusted registry.json is beside the bundle
+    registry: RegistryOut | None = None
+    registry_error: str | None = None  # a registry.json present but not trusted
+    shadow: ShadowOut | None = None
 
 
 class LiveOut(BaseModel):

@@ -252,6 +252,30 @@ class Settings(BaseSettings):
         description="fewest predictions in the window for a `model_drift_psi`, `model_estimated_accuracy` or `model_ood_flagged_share` figure (sampling noise alone gives a PSI near (bins − 1) / n; see monitoring.md)",
     )
 
+    # -- shadow scoring (serving/inference/shadow.py, docs/serving.md)
+    challenger_model_dir: Path | None = Field(
+        None,
+        json_schema_extra=_shown("unset (off)"),
+        description="a second bundle scored in the shadow of the served one, off the request path; it must take the same input size and classes, or the service stays not ready saying why",
+    )
+    shadow_share: float = Field(
+        1.0, ge=0, le=1, description="share of served photos the challenger also scores"
+    )
+    shadow_queue_max: int = Field(
+        64,
+        ge=1,
+        description="photos waiting for the challenger, at most; more are dropped and counted (`shadow_dropped_total`), never waited for",
+    )
+    shadow_threads: int = Field(
+        1, ge=1, description="ONNX Runtime threads of the challenger (its thread runs it)"
+    )
+    shadow_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="how much lower the challenger's thread runs than serving (Linux niceness added)",
+    )
+
     @field_validator("allowed_formats", mode="before")
     @classmethod
     def _format_list(cls, value: object) -> object:

@@ -6,14 +6,17 @@ import asyncio
 
 from serving.inference.engine import Engine
 from serving.inference.predictor import Predictor
+from serving.lineage import Lineage, read_lineage
 from serving.prometheus_metrics import ServiceMetrics
 from serving.recording import Recorder
 from serving.settings import Settings
+from serving.shadowing import Shadow, ShadowError
 from serving.stats import Stats
 
 
 class AppState:
-    """Settings, metrics, the inference engine, the predictor, the recorder and stats."""
+    """Settings, metrics, the inference engine, the predictor, the recorder, stats, the
+    shadow challenger and the registry record."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -21,7 +24,11 @@ class AppState:
         self.engine = Engine(settings, on_batch=self.metrics.observe_batch)
         self.stats = Stats(self.metrics)
         self.recorder = Recorder(settings, self.metrics.registry)
-        self.predictor = Predictor(self.engine, self.recorder, on_prediction=self.stats.add)
+        self.shadow = Shadow(settings, self.metrics, self.recorder.store)
+        self.predictor = Predictor(
+            self.engine, self.recorder, on_prediction=self.stats.add, on_photo=self.shadow.offer
+        )
+        self.lineage = Lineage()
 
     async def start(self) -> None:
         await self.engine.start()
@@ -30,11 +37,20 @@ class AppState:
             return
         self.stats.reset(model.classes)
         await asyncio.to_thread(self.recorder.open, model.classes)
+        try:
+            await asyncio.to_thread(self.shadow.start, model)
+        except ShadowError as exc:  # a misconfigured challenger: not ready, saying why
+            self.engine.refuse(str(exc))
+            return
+        m = model.manifest
+        self.lineage = read_lineage(self.settings.model_dir, m.version)
         self.metrics.model_info.labels(
-            version=model.manifest.version, name=model.manifest.name
-        ).set(1)
+            version=m.version, name=m.name, data_version=m.data_version or "",
+            git_revision=m.git_revision or "", **self.lineage.labels(),
+        ).set(1)  # fmt: skip
 
     async def stop(self) -> None:
         self.engine.begin_drain()
         await self.engine.stop()
+        await asyncio.to_thread(self.shadow.stop)
         await asyncio.to_thread(self.recorder.close)

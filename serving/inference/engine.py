@@ -76,6 +76,11 @@ class Engine:
             extra={"fields": {"event": "ready", "model_version": manifest.version}},
         )  # fmt: skip
 
+    def refuse(self, why: str) -> None:
+        """Stay up and not ready, saying why (a start-up check after warm-up failed)."""
+        self.load_error, self.warmed = why, False
+        log.error("Not ready: %s", why, extra={"fields": {"event": "load"}})
+
     async def stop(self) -> None:
         self.draining = True
         if self.batcher:

@@ -45,10 +45,12 @@ class Predictor:
         engine: Engine,
         recorder: Recorder,
         on_prediction: Callable[[Prediction], None] | None = None,
+        on_photo: Callable[[Prediction, DecodedPhoto], None] | None = None,
     ) -> None:
         self.engine = engine
         self.recorder = recorder
         self._on_prediction = on_prediction
+        self._on_photo = on_photo  # shadow scoring: must not block
 
     @property
     def max_images(self) -> int:
@@ -170,6 +172,8 @@ class Predictor:
         if self._on_prediction:
             self._on_prediction(prediction)
         self.recorder.record(prediction)
+        if self._on_photo and photo is not None:
+            self._on_photo(prediction, photo)
         return prediction
 
 

@@ -9,15 +9,18 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from serving import schemas
 from serving.dependencies import EngineDep, ReadyModel, State
+from serving.state import AppState
 from serving.store.live import LiveGauges, publish_live
 
 router = APIRouter(tags=["info"])
 
 
 @router.get("/model-info", responses={503: {"model": schemas.ErrorOut}})
-async def model_info(model: ReadyModel) -> schemas.ModelInfoOut:
-    """The loaded bundle's manifest: identity, classes, input, real test metrics, lineage."""
-    m = model.manifest
+async def model_info(model: ReadyModel, state: State) -> schemas.ModelInfoOut:
+    """The loaded bundle's manifest (identity, classes, input, real test metrics, lineage)
+    and its registry record: which promoted version and alias this is, if any."""
+    m, lineage = model.manifest, state.lineage
+    record = lineage.record
     return schemas.ModelInfoOut(
         name=m.name,
         version=m.version,
@@ -31,6 +34,21 @@ async def model_info(model: ReadyModel) -> schemas.ModelInfoOut:
         mlflow_run_id=m.mlflow_run_id,
         created_at=m.created_at,
         sha256=m.sha256,
+        promoted=lineage.promoted,
+        registry=schemas.RegistryOut(**record.model_dump()) if record else None,
+        registry_error=lineage.error,
+        shadow=shadow_info(state),
+    )
+
+
+def shadow_info(state: AppState) -> schemas.ShadowOut | None:
+    """The challenger scored in the shadow, when one is loaded."""
+    scorer = state.shadow.scorer
+    if scorer is None:
+        return None
+    m = scorer.model.manifest
+    return schemas.ShadowOut(
+        name=m.name, version=m.version, share=scorer.share, queue_max=scorer.queue_max
     )
 
 

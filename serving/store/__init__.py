@@ -8,8 +8,14 @@ which never creates or migrates anything. The modules below it are private.
 
 from serving.store.config import StoreConfig
 from serving.store.database import StoreError
-from serving.store.reader import LabelledPrediction, TimeRange, read_predictions
-from serving.store.records import FeedbackOutcome, PredictionRecord, RecentWindow
+from serving.store.reader import (
+    LabelledPrediction,
+    ShadowPair,
+    TimeRange,
+    read_predictions,
+    read_shadow,
+)
+from serving.store.records import FeedbackOutcome, PredictionRecord, RecentWindow, ShadowRecord
 from serving.store.store import LabelConflict, Store, UnknownPrediction
 
 __all__ = [
@@ -18,10 +24,13 @@ __all__ = [
     "LabelledPrediction",
     "PredictionRecord",
     "RecentWindow",
+    "ShadowPair",
+    "ShadowRecord",
     "Store",
     "StoreConfig",
     "StoreError",
     "TimeRange",
     "UnknownPrediction",
     "read_predictions",
+    "read_shadow",
 ]

@@ -100,6 +100,60 @@ def _rows(config: StoreConfig, span: TimeRange) -> list[tuple]:
         return [] if conn is None else conn.execute(sql, params).fetchall()
 
 
+@dataclass(frozen=True)
+class ShadowPair:
+    """One photo answered by the served model and scored by a challenger in its shadow."""
+
+    request_id: str
+    served_label: str
+    served_version: str
+    challenger_label: str
+    challenger_version: str
+    true_label: str | None = None  # the feedback, when it came
+
+
+def _shadow_query(span: TimeRange) -> tuple[str, list[Any]]:
+    where, params = span.where()
+    sql = (
+        "SELECT s.request_id, p.label, p.model_version, s.label, s.model_version, f.label "
+        "FROM shadow_predictions s JOIN predictions p ON p.request_id = s.request_id "
+        f"LEFT JOIN feedback f ON f.request_id = s.request_id{where} "
+        "ORDER BY p.ts, s.request_id"
+    )
+    return sql, params
+
+
+def _shadow_rows(config: StoreConfig, span: TimeRange) -> list[tuple]:
+    """Like `_rows`, but a store without the shadow table (never shadowed) reads as empty."""
+    sql, params = _shadow_query(span)
+    if config.dialect == "postgresql":
+        with _postgres(config) as conn:
+            if conn is None or not conn.execute(SHADOW_PG_CHECK).fetchone()[0]:
+                return []
+            return conn.execute(sql.replace("?", "%s"), params).fetchall()
+    with _sqlite(config) as conn:
+        if conn is None or not conn.execute(SHADOW_SQLITE_CHECK).fetchone():
+            return []
+        return conn.execute(sql, params).fetchall()
+
+
+SHADOW_PG_CHECK = "SELECT to_regclass('shadow_predictions') IS NOT NULL"
+SHADOW_SQLITE_CHECK = "SELECT 1 FROM sqlite_master WHERE type='table' AND name='shadow_predictions'"
+
+
+def read_shadow(config: StoreConfig, span: TimeRange | None = None) -> list[ShadowPair]:
+    """The photos a challenger scored in `span` (of the served predictions' times), with
+    both answers and the true label when it came. Raises StoreError when unreachable."""
+    try:
+        rows = _shadow_rows(config, span or TimeRange())
+    except Exception as exc:
+        reason = classify(exc)
+        if reason is None:
+            raise
+        raise StoreError(reason, f"{config.describe()}: {exc}".strip()) from exc
+    return [ShadowPair(*row) for row in rows]
+
+
 def read_predictions(
     config: StoreConfig, span: TimeRange | None = None
 ) -> list[LabelledPrediction]:

@@ -107,3 +107,24 @@ class RecentWindow:
     @property
     def accuracy(self) -> float:
         return self.correct / self.labelled if self.labelled else float("nan")
+
+
+@dataclass(frozen=True)
+class ShadowRecord:
+    """A challenger's answer for a photo the service served (the `shadow_predictions` row)."""
+
+    request_id: str
+    model_version: str
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+    ts: float  # UNIX seconds
+    replica: str | None = None
+
+    COLUMNS = (
+        "request_id", "model_version", "label", "confidence", "probabilities", "ts", "replica",
+    )  # fmt: skip
+
+    def row(self) -> tuple:
+        values = {**self.__dict__, "probabilities": json.dumps(self.probabilities)}
+        return tuple(values[name] for name in self.COLUMNS)

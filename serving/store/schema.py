@@ -38,4 +38,20 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE predictions ADD COLUMN ood_score DOUBLE PRECISION",
         "ALTER TABLE predictions ADD COLUMN ood_flag INTEGER",
     ],
+    # Shadow scoring (serving/inference/shadow.py): the challenger's answer per photo it
+    # scored, beside the served one in `predictions`. A table of its own, so the drift
+    # window and live accuracy (which read `predictions`) never see the challenger.
+    [
+        """CREATE TABLE IF NOT EXISTS shadow_predictions (
+            request_id TEXT NOT NULL,
+            model_version TEXT NOT NULL,
+            label TEXT NOT NULL,
+            confidence DOUBLE PRECISION NOT NULL,
+            probabilities TEXT NOT NULL,
+            ts DOUBLE PRECISION NOT NULL,
+            replica TEXT,
+            PRIMARY KEY (request_id, model_version)
+        )""",
+        "CREATE INDEX IF NOT EXISTS shadow_predictions_ts ON shadow_predictions (ts)",
+    ],
 ]

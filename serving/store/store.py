@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from serving.store.config import StoreConfig
 from serving.store.database import Database, StoreError
 from serving.store.metrics import StoreMetrics
-from serving.store.records import FeedbackOutcome, PredictionRecord, RecentWindow
+from serving.store.records import FeedbackOutcome, PredictionRecord, RecentWindow, ShadowRecord
 from serving.store.writer import PredictionWriter
 
 log = logging.getLogger("serving.store")
@@ -102,6 +102,19 @@ class Store:
             sql = f"SELECT {columns} FROM predictions WHERE request_id = ?"
             row = cur.execute(sql, (request_id,)).fetchone()
         return PredictionRecord.from_row(row) if row else None
+
+    def record_shadow(self, records: list[ShadowRecord]) -> None:
+        """Write challenger answers now, in one transaction (the shadow thread's own
+        call, never the request path's); raises StoreError when the store is down."""
+        sql = (
+            f"INSERT INTO shadow_predictions ({', '.join(ShadowRecord.COLUMNS)}) VALUES "
+            f"({', '.join('?' for _ in ShadowRecord.COLUMNS)}) "
+            "ON CONFLICT (request_id, model_version) DO NOTHING"
+        )
+        rows = [replace(r, replica=r.replica or REPLICA).row() for r in records]
+        self.ensure_schema()
+        with self.db.transaction() as cur:
+            cur.executemany(sql, rows)
 
     # -- feedback -----------------------------------------------------------------------
 

@@ -958,3 +958,29 @@ def test_batch_job_shards_an_s3_prefix_by_completion_index() -> None:
         capture_output=True, text=True, check=True, timeout=60,
     ).stdout  # fmt: skip
     assert yaml.safe_load(rendered)["metadata"]["namespace"] == "cats-dogs"
+
+
+def test_the_shadow_overlay_mounts_a_challenger_bundle_the_service_accepts() -> None:
+    from serving.settings import Settings
+
+    objects = render("shadow")
+    (config,) = [o for k, o in objects.items() if k.startswith("ConfigMap/cats-dogs-config")]
+    settings = Settings.hermetic(**config["data"])  # every key a setting, every value valid
+    assert settings.challenger_model_dir is not None and 0 < settings.shadow_share <= 1
+    pod = objects["Deployment/cats-dogs"]["spec"]["template"]["spec"]
+    (api,) = pod["containers"]
+    (copier,) = pod["initContainers"]
+    mounted = {m["mountPath"]: m for m in api["volumeMounts"]}
+    target = mounted[str(settings.challenger_model_dir)]
+    assert target["readOnly"] is True
+    (copy_to,) = [m for m in copier["volumeMounts"] if m["name"] == target["name"]]
+    assert copier["command"][-1].rstrip("/") == copy_to["mountPath"]
+    assert {"model.json", "model.onnx"} == {Path(a).name for a in copier["command"][1:-1]}
+    assert next(v for v in pod["volumes"] if v["name"] == target["name"])["emptyDir"]
+    assert copier["securityContext"] == api["securityContext"]
+    assert copier["image"].split(":")[0] != api["image"].split(":")[0]
+    # A release replaces the champion's image only, never the challenger's.
+    released = render_release("shadow", "ghcr.io/someone/cats-dogs:0123abcd")
+    spec = released["Deployment/cats-dogs"]["spec"]["template"]["spec"]
+    assert [c["image"] for c in spec["containers"]] == ["ghcr.io/someone/cats-dogs:0123abcd"]
+    assert [c["image"] for c in spec["initContainers"]] == [copier["image"]]

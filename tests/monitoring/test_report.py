@@ -17,6 +17,7 @@ from serving.store import (
     LabelConflict,
     LabelledPrediction,
     PredictionRecord,
+    ShadowRecord,
     Store,
     StoreConfig,
     UnknownPrediction,
@@ -320,3 +321,52 @@ def test_ood_flagged_share_alerts_over_the_window() -> None:
     # Fewer scored photos than min_samples: no alert, the share is still reported.
     quiet = build_report(predictions, MANIFEST, min_samples=6)
     assert "CatsDogsOodShareHigh" not in {a.alert for a in quiet.alerts}
+
+
+# ---------------------------------------------------------------- shadow scoring
+
+
+def test_report_shows_the_challengers_agreement_and_both_accuracies(
+    small_store: dict, tmp_path: Path
+) -> None:
+    """Challenger "c0ffee" scored the hand-computed case in the shadow:
+
+    id  served  challenger  true
+    r1  cat     cat         cat    both right
+    r2  cat     dog         dog    only the challenger right
+    r3  dog     dog         dog    both right
+    r4  dog     cat         cat    only the challenger right
+    r5  dog     cat         dog    only the served model right
+    r6  cat     cat         -      agrees, unlabelled
+    r0 (before the window) is scored too, and must not count.
+    """
+    store = Store(StoreConfig(path=small_store["store"], flush_ms=10))
+    store.open()
+    challenger = {"r0": "dog", "r1": "cat", "r2": "dog", "r3": "dog", "r4": "cat", "r5": "cat",
+                  "r6": "cat"}  # fmt: skip
+    try:
+        store.record_shadow([
+            ShadowRecord(rid, "c0ffee", label, 0.9, {label: 0.9}, 0.0)
+            for rid, label in challenger.items()
+        ])  # fmt: skip
+    finally:
+        store.close()
+    args = cli.parse_args(_monitor_args(small_store, tmp_path / "out"))
+    report, artifacts = cli.run(args)
+    (shadow,) = report.figures.shadow
+    assert shadow.challenger_version == "c0ffee"
+    assert shadow.served_versions == ["abc123def456"]
+    assert (shadow.n, shadow.agreement) == (6, 0.5)  # r1, r3, r6 agree
+    assert shadow.labelled == 5
+    assert shadow.served_accuracy == pytest.approx(3 / 5)  # r1, r3, r5
+    assert shadow.challenger_accuracy == pytest.approx(4 / 5)  # r1, r2, r3, r4
+    assert (shadow.only_served_right, shadow.only_challenger_right) == (1, 2)
+    assert report.figures.counts.predictions == 6  # the challenger is not in the window
+    assert json.loads(artifacts.report.read_text())["shadow"][0]["agreement"] == 0.5
+    lines = list(cli.describe(report, artifacts))
+    assert any(line.startswith("shadow c0ffee: 6 photos, agreement 0.500") for line in lines)
+
+
+def test_a_store_never_shadowed_reports_no_challenger(small_store: dict, tmp_path: Path) -> None:
+    report, _ = cli.run(cli.parse_args(_monitor_args(small_store, tmp_path / "out")))
+    assert report.figures.shadow == []

@@ -18,10 +18,12 @@ import pytest
 from serving.store import (
     LabelConflict,
     PredictionRecord,
+    ShadowRecord,
     Store,
     StoreConfig,
     StoreError,
     UnknownPrediction,
+    read_shadow,
 )
 from serving.store.schema import MIGRATIONS
 from tests.helpers.postgres import PostgresServer, new_database
@@ -260,7 +262,8 @@ def test_sqlite_store_full_loses_predictions_counted_and_refuses_feedback(
     tmp_path: Path,
 ) -> None:
     """A size-capped SQLite store (STORE_MAX_MB) fails as a full disk does (SQLITE_FULL)."""
-    config = StoreConfig(path=tmp_path / "small.sqlite3", max_mb=0.2, batch_size=20,
+    # Batches of 2: a failed batch leaves less free space than the feedback rows below need.
+    config = StoreConfig(path=tmp_path / "small.sqlite3", max_mb=0.2, batch_size=2,
                          flush_ms=20, retry_s=0.3)  # fmt: skip
     store = _open(config)
     try:
@@ -357,3 +360,26 @@ def test_a_store_down_at_start_is_used_once_it_comes_up(postgres: PostgresServer
             store.add_feedback(lost.request_id, "cat")
     finally:
         store.close()
+
+
+def test_challenger_answers_are_stored_beside_the_served_ones_and_read_back(
+    config: StoreConfig,
+) -> None:
+    store = _open(config)
+    try:
+        served = _prediction("cat")
+        store.record(served)
+        shadow = ShadowRecord(served.request_id, "c0ffee", "dog", 0.7, {"cat": 0.3, "dog": 0.7},
+                              served.ts)  # fmt: skip
+        store.record_shadow([shadow])
+        store.record_shadow([shadow])  # a repeat is stored once
+        store.add_feedback(served.request_id, "dog")
+        window = store.window()
+    finally:
+        store.close()
+    (pair,) = read_shadow(config)
+    assert (pair.request_id, pair.served_label, pair.challenger_label) == (
+        served.request_id, "cat", "dog",
+    )  # fmt: skip
+    assert (pair.challenger_version, pair.true_label) == ("c0ffee", "dog")
+    assert window.labels == ["cat"]  # the challenger's answer stays out of the live window
