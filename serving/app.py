@@ -30,8 +30,9 @@ from serving.state import AppState
 STATIC_DIR = Path(__file__).parent / "static"
 DESCRIPTION = (
     "Classifies photos of cats and dogs with the exported ONNX model bundle. Errors are "
-    "JSON `{error, reason, request_id}`. When `API_KEY` is set, send it as `X-API-Key` or "
-    "`Authorization: Bearer` (not needed for health and metrics)."
+    "JSON `{error, reason, request_id}`. When `API_KEY` or `API_KEYS` is set, send a key as "
+    "`X-API-Key` or `Authorization: Bearer` (not needed for health and metrics). Each "
+    "prediction answers a `feedback_token` that `/feedback` requires."
 )
 
 
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(state.settings.log_level)
+        state.signer.warn_if_private()
         restore = drain_on_sigterm(state)
         await state.start()
         try:
@@ -69,11 +71,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await state.stop()
             restore()
 
+    docs = state.settings.api_docs != "off"
     app = FastAPI(
         title="Cats vs dogs prediction service",
         description=DESCRIPTION,
         version="1.0.0",
         lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
     )
     app.state.serving = state
     install_error_handlers(app)
@@ -85,7 +91,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def index() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html")
 
-    app.add_middleware(RequestContextMiddleware, settings=state.settings, metrics=state.metrics)
+    app.add_middleware(
+        RequestContextMiddleware,
+        settings=state.settings,
+        metrics=state.metrics,
+        clients=state.clients,
+    )
     return app
 
 

@@ -26,6 +26,7 @@ def as_record(prediction: Prediction) -> PredictionRecord:
         prediction.latency_ms,
         image,
         correlation_id=prediction.correlation_id,
+        client=prediction.client,
     )
 
 

@@ -20,6 +20,9 @@ class PredictionOut(BaseModel):
     model_version: str
     request_id: str
     inference_ms: float = Field(description="ONNX Runtime time of the batch it ran in.")
+    feedback_token: str = Field(
+        description="Send it with `request_id` to `/feedback`: only the asker can label."
+    )
 
 
 class ImageIn(BaseModel):
@@ -33,6 +36,7 @@ class BatchItemOut(BaseModel):
     filename: str | None
     ok: bool
     request_id: str | None = None
+    feedback_token: str | None = None
     label: str | None = None
     probabilities: dict[str, float] | None = None
     confidence: float | None = None
@@ -76,6 +80,9 @@ class HealthOut(BaseModel):
 
 class FeedbackIn(BaseModel):
     request_id: str = Field(min_length=1, max_length=128)
+    feedback_token: str = Field(
+        min_length=1, max_length=128, description="The prediction's `feedback_token`."
+    )
     label: str = Field(min_length=1, max_length=64)
 
 

@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import asyncio
 
+from serving.clients import Clients
 from serving.inference.engine import Engine
 from serving.inference.predictor import Predictor
 from serving.prometheus_metrics import ServiceMetrics
 from serving.recording import Recorder
 from serving.settings import Settings
 from serving.stats import Stats
+from serving.tokens import FeedbackSigner
 
 
 class AppState:
-    """Settings, metrics, the inference engine, the predictor, the recorder and stats."""
+    """Settings, clients, metrics, the engine, the predictor, the recorder and stats."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.clients = Clients(settings)
+        self.signer = FeedbackSigner(settings.feedback_secret)
+        # /explain runs ~50 inferences: a few at once would starve /predict.
+        self.explain_slots = asyncio.Semaphore(settings.explain_max_concurrent)
         self.metrics = ServiceMetrics()
         self.engine = Engine(settings, on_batch=self.metrics.observe_batch)
         self.stats = Stats(self.metrics)

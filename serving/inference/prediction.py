@@ -16,6 +16,7 @@ class Call:
     started: float
     deadline: float
     correlation_id: str | None = None  # the client's X-Request-ID, if it sent one
+    client: str | None = None  # the name of the API key it came with (None: no keys)
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class Prediction:
     latency_ms: float
     time: str  # ISO 8601, UTC
     image: DecodedPhoto | None = None
+    client: str | None = None
 
     def answer(self) -> dict[str, Any]:
         """The public fields (the JSON a client gets)."""

@@ -7,8 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 
 from serving import schemas
-from serving.dependencies import CurrentCall, ReadyPredictor
-from serving.routes.predictions import ERRORS, note_prediction
+from serving.dependencies import CurrentCall, ReadyPredictor, SignerDep, State
+from serving.refusals import Refused
+from serving.routes.predictions import ERRORS, note_prediction, signed
 from serving.routes.uploads import RAW_IMAGE_BODY, uploaded_image
 
 router = APIRouter(tags=["predict"])
@@ -20,9 +21,23 @@ async def explain_image(
     data: Annotated[bytes, Depends(uploaded_image)],
     predictor: ReadyPredictor,
     call: CurrentCall,
+    signer: SignerDep,
+    state: State,
 ) -> schemas.ExplainOut:
-    """Predict and show which regions drove it (occlusion heatmap, no torch needed)."""
-    result = await predictor.explain(data, call)
+    """Predict and show which regions drove it (occlusion heatmap, no torch needed).
+
+    At most `EXPLAIN_MAX_CONCURRENT` run at once (each is ~50 inferences); more get 503
+    with Retry-After at once, so explanations never starve `/predict`.
+    """
+    slots = state.explain_slots
+    if slots.locked():
+        raise Refused(
+            "explain_busy",
+            f"{state.settings.explain_max_concurrent} explanation(s) are running; retry shortly.",
+            state.settings.retry_after_s,
+        )
+    async with slots:
+        result = await predictor.explain(data, call)
     note_prediction(request, result.prediction)
     explanation = schemas.ExplanationOut(
         target=result.prediction.label,
@@ -32,4 +47,4 @@ async def explain_image(
         grid=[[float(v) for v in row] for row in result.drops],
         overlay_png_base64=result.png_base64,
     )
-    return schemas.ExplainOut(**result.prediction.answer(), explanation=explanation)
+    return schemas.ExplainOut(**signed(result.prediction, signer), explanation=explanation)

@@ -25,11 +25,12 @@ class PredictionRecord:
     sha256: str | None = None
     correlation_id: str | None = None
     replica: str | None = None
+    client: str | None = None  # the API key's name (None: no keys configured)
 
     COLUMNS = (
         "request_id", "correlation_id", "ts", "label", "confidence", "probabilities",
         "latency_ms", "inference_ms", "model_version", "width", "height", "brightness",
-        "sha256", "replica",
+        "sha256", "replica", "client",
     )  # fmt: skip
 
     def row(self) -> tuple:
@@ -45,6 +46,7 @@ class PredictionRecord:
         latency_ms: float,
         image: dict | None = None,
         correlation_id: str | None = None,
+        client: str | None = None,
     ) -> PredictionRecord:
         """From the service's public answer, its time and the upload's description."""
         image = image or {}
@@ -62,6 +64,7 @@ class PredictionRecord:
             brightness=image.get("brightness"),
             sha256=image.get("sha256"),
             correlation_id=correlation_id,
+            client=client,
         )
 
     @classmethod

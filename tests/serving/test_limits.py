@@ -187,7 +187,7 @@ def test_lone_surrogates_never_give_a_server_error(client: TestClient, bundle_di
     image = base64.b64encode(photo).decode()
     v2_body = '{"id": "\\ud800", "inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": ["%s"]}]}'
     assert v2(client, bundle_dir, (v2_body % image).encode()).status_code == 422
-    feedback = b'{"request_id": "\\udc80x", "label": "cat"}'
+    feedback = b'{"request_id": "\\udc80x", "feedback_token": "00", "label": "cat"}'
     response = client.post(
         "/feedback", content=feedback, headers={"content-type": "application/json"}
     )

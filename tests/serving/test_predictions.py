@@ -38,6 +38,7 @@ def test_predict_answers_what_the_bundle_computes_for_real_photos(
             "model_version",
             "request_id",
             "inference_ms",
+            "feedback_token",
         }
         assert set(answer["probabilities"]) == {"cat", "dog"}
         assert sum(answer["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)

@@ -23,6 +23,7 @@ from serving.store import (
     StoreError,
     UnknownPrediction,
 )
+from serving.store.schema import MIGRATIONS
 from tests.helpers.postgres import PostgresServer, new_database
 
 _ids = itertools.count()
@@ -87,7 +88,9 @@ def test_schema_is_created_once_and_reopening_keeps_the_data(config: StoreConfig
     store.close()  # writes what is queued
     again = _open(config)
     try:
-        assert again.db.migrate() == 1  # idempotent: nothing to apply, version unchanged
+        assert again.db.migrate() == len(
+            MIGRATIONS
+        )  # idempotent: nothing to apply, version unchanged
         stored = again.prediction(record.request_id)
         assert stored is not None
         assert stored.label == "cat" and stored.probabilities == record.probabilities
