@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictFloat, StrictInt, StrictStr
 
 
 class ErrorOut(BaseModel):
@@ -135,8 +135,15 @@ class TensorIn(BaseModel):
     name: str = Field(max_length=64)
     shape: list[int] = Field(max_length=8)
     datatype: str = Field(max_length=16)
-    data: list[Any] | None = Field(
-        None, description="Row-major values; absent when `parameters.binary_data_size` is set."
+    data: (
+        Annotated[list[StrictFloat | StrictInt], Field(fail_fast=True)]
+        | Annotated[list[StrictStr], Field(fail_fast=True)]
+        | None
+    ) = Field(
+        None,
+        description="Row-major values, one flat list: numbers (FP32) or base64 strings (BYTES); "
+        "absent when `parameters.binary_data_size` is set.",
+        union_mode="left_to_right",
     )
     parameters: dict[str, Any] | None = None
 
