@@ -62,6 +62,11 @@ class ServiceMetrics:
             registry=r,
         )  # fmt: skip
         self.live_accuracy.set(float("nan"))
+        self.live_accuracy_by_client = Gauge(
+            "model_live_accuracy_by_client",
+            "Live accuracy on the same labels, by the API key name that asked (API_KEYS).",
+            ["client"], registry=r,
+        )  # fmt: skip
         self.feedback = Counter(
             "feedback", "Feedback records stored, by true label.", ["label"], registry=r
         )

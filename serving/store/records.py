@@ -97,6 +97,8 @@ class RecentWindow:
     brightness: list[float | None] = field(default_factory=list)
     labelled: int = 0
     correct: int = 0
+    # client name (None: no key) -> (labelled, correct) among the same newest labels
+    by_client: dict[str | None, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def accuracy(self) -> float:
