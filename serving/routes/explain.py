@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
@@ -15,20 +16,10 @@ from serving.routes.uploads import RAW_IMAGE_BODY, uploaded_image
 router = APIRouter(tags=["predict"])
 
 
-@router.post("/explain", responses=ERRORS, openapi_extra=RAW_IMAGE_BODY)
-async def explain_image(
-    request: Request,
-    data: Annotated[bytes, Depends(uploaded_image)],
-    predictor: ReadyPredictor,
-    call: CurrentCall,
-    signer: SignerDep,
-    state: State,
-) -> schemas.ExplainOut:
-    """Predict and show which regions drove it (occlusion heatmap, no torch needed).
-
-    At most `EXPLAIN_MAX_CONCURRENT` run at once (each is ~50 inferences); more get 503
-    with Retry-After at once, so explanations never starve `/predict`.
-    """
+async def explain_slot(state: State) -> AsyncIterator[None]:
+    """One of `EXPLAIN_MAX_CONCURRENT` slots, taken before the upload is read; none free:
+    503 with Retry-After at once. Each explanation is ~50 inferences, so a few at once
+    would starve `/predict`."""
     slots = state.explain_slots
     if slots.locked():
         raise Refused(
@@ -36,8 +27,24 @@ async def explain_image(
             f"{state.settings.explain_max_concurrent} explanation(s) are running; retry shortly.",
             state.settings.retry_after_s,
         )
-    async with slots:
-        result = await predictor.explain(data, call)
+    await slots.acquire()  # free: returns without waiting
+    try:
+        yield
+    finally:
+        slots.release()
+
+
+@router.post("/explain", responses=ERRORS, openapi_extra=RAW_IMAGE_BODY)
+async def explain_image(
+    _: Annotated[None, Depends(explain_slot)],
+    request: Request,
+    data: Annotated[bytes, Depends(uploaded_image)],
+    predictor: ReadyPredictor,
+    call: CurrentCall,
+    signer: SignerDep,
+) -> schemas.ExplainOut:
+    """Predict and show which regions drove it (occlusion heatmap, no torch needed)."""
+    result = await predictor.explain(data, call)
     note_prediction(request, result.prediction)
     explanation = schemas.ExplanationOut(
         target=result.prediction.label,
