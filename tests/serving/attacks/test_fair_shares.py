@@ -10,6 +10,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
 
 from tests.helpers.servers import Server
 from tests.helpers.service import PHOTOS, read_http_response
@@ -88,6 +89,7 @@ def _median_predict_ms(http: httpx.Client, seconds: float) -> float:
     return statistics.median(times)
 
 
+@pytest.mark.slow  # 5 s of measuring
 def test_explanations_cannot_starve_predictions(server: Server, http: httpx.Client) -> None:
     """Six clients calling /explain in a loop (the review: /predict's median 9 -> 1,119 ms):
     one runs at a time (EXPLAIN_MAX_CONCURRENT=1), the others get 503 + Retry-After (and

@@ -8,6 +8,7 @@ from contextlib import closing
 from pathlib import Path
 
 import httpx
+import pytest
 
 from serving.store import Store, StoreConfig
 from tests.helpers.servers import serving
@@ -34,6 +35,7 @@ def _batch(client: httpx.Client, who: str, count: int) -> httpx.Response:
     return client.post("/predict/batch", files=files, headers=headers(who))
 
 
+@pytest.mark.slow  # its own server, and waits out two rate-limit windows
 def test_one_client_can_neither_flood_nor_fill_the_window(bundle_dir: Path, tmp_path: Path) -> None:
     store = tmp_path / "store.sqlite3"
     env = {**FLOOD_ENV, "STORE_PATH": str(store)}
