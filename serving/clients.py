@@ -40,7 +40,8 @@ class Clients:
 
     def __init__(self, settings: Settings) -> None:
         self.keys = [(name, key.encode()) for name, key in settings.clients.items()]
-        self.limits = parse_many(settings.rate_limit) if settings.rate_limit.strip() else []
+        rate = settings.rate_limit.strip()
+        self.limits = parse_many(rate) if rate.lower() not in ("", "off") else []
         backend = storage.storage_from_string(settings.rate_limit_storage)
         self.limiter = strategies.MovingWindowRateLimiter(backend)
 

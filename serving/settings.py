@@ -196,7 +196,7 @@ class Settings(BaseSettings):
     )
     rate_limit: str = Field(
         "100/second",
-        description="requests one client (API key name, else client address) may send to the capped endpoints, as `limits` strings (`100/second;2000/minute`); empty: off; past it: 429 with `Retry-After`",
+        description="requests one client (API key name, else client address) may send to the capped endpoints, as `limits` strings (`100/second;2000/minute`); `off`: none; past it: 429 with `Retry-After`",
     )
     rate_limit_storage: str = Field(
         "memory://",
