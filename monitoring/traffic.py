@@ -108,14 +108,23 @@ def _pace(start: float, i: int, rate: float) -> None:
             time.sleep(delay)
 
 
+RATE_LIMIT_RETRIES = 5
+
+
 def _predict(
     client: httpx.Client, photo: Photo, data: bytes, tally: Tally
 ) -> tuple[str, str] | None:
-    """Send one photo; the request id of a 200 answer (None after an error, counted)."""
+    """Send one photo; the request id and feedback token of a 200 answer (None after an
+    error, counted). A 429 (the service's per-client rate limit) is waited out, as a
+    well-behaved client does."""
     tally.sent += 1
     tally.by_true_label[photo.label] = tally.by_true_label.get(photo.label, 0) + 1
     try:
-        resp = client.post("/predict", files={"file": (photo.path.name, data, "image/jpeg")})
+        for _ in range(RATE_LIMIT_RETRIES):
+            resp = client.post("/predict", files={"file": (photo.path.name, data, "image/jpeg")})
+            if resp.status_code != 429:
+                break
+            time.sleep(float(resp.headers.get("retry-after", "1")))
     except httpx.HTTPError as exc:
         tally.error(f"{photo.path.name}: {exc!r}")
         return None
