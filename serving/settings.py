@@ -305,7 +305,7 @@ class Settings(BaseSettings):
         0.25,
         gt=0,
         le=1,
-        description="largest share of the live window one client's predictions may fill (its newest ones), so no client steers the drift gauges alone",
+        description="largest share of the live window one client's predictions may fill (its newest ones), so no client steers the drift gauges alone; applies with two or more API keys",
     )
     store_window_ttl_s: float = Field(
         5.0, ge=0, description="the gauges' window is read from the store at most this often"
