@@ -107,7 +107,7 @@ def triggers(
           for name, data in bombs.items()],
         Action(http_request("/predict", photo_bytes, "image/jpeg", port, length=2 * len(photo_bytes)), "disconnect_midway", disconnect=True),
         Action(http_request("/predict/batch", multipart("files", b"a\xed\xa0\x80.jpg", photo_bytes), mp, port), "surrogate_filename"),
-        Action(http_request("/feedback", json.dumps({"request_id": "no-such-id", "label": "cat"}).encode(), js, port), "feedback_unknown_id"),
+        Action(http_request("/feedback", json.dumps({"request_id": "no-such-id", "feedback_token": "0" * 64, "label": "cat"}).encode(), js, port), "feedback_unknown_id"),
     ]  # fmt: skip
     return actions
 

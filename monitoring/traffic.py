@@ -132,12 +132,23 @@ def _pace(start: float, i: int, rate: float) -> None:
             time.sleep(delay)
 
 
-def _predict(client: httpx.Client, photo: Photo, data: bytes, tally: Tally) -> str | None:
-    """Send one photo; the request id of a 200 answer (None after an error, counted)."""
+RATE_LIMIT_RETRIES = 5
+
+
+def _predict(
+    client: httpx.Client, photo: Photo, data: bytes, tally: Tally
+) -> tuple[str, str] | None:
+    """Send one photo; the request id and feedback token of a 200 answer (None after an
+    error, counted). A 429 (the service's per-client rate limit) is waited out, as a
+    well-behaved client does."""
     tally.sent += 1
     tally.by_true_label[photo.label] = tally.by_true_label.get(photo.label, 0) + 1
     try:
-        resp = client.post("/predict", files={"file": (photo.path.name, data, "image/jpeg")})
+        for _ in range(RATE_LIMIT_RETRIES):
+            resp = client.post("/predict", files={"file": (photo.path.name, data, "image/jpeg")})
+            if resp.status_code != 429:
+                break
+            time.sleep(float(resp.headers.get("retry-after", "1")))
     except httpx.HTTPError as exc:
         tally.error(f"{photo.path.name}: {exc!r}")
         return None
@@ -147,12 +158,17 @@ def _predict(client: httpx.Client, photo: Photo, data: bytes, tally: Tally) -> s
     body = resp.json()
     tally.answered += 1
     tally.correct += int(body.get("label") == photo.label)
-    return body.get("request_id") or None
+    # The id and its feedback token: /feedback needs both (only the asker holds the token).
+    if not body.get("request_id") or not body.get("feedback_token"):
+        return None
+    return body["request_id"], body["feedback_token"]
 
 
-def _feedback(client: httpx.Client, request_id: str, label: str, tally: Tally) -> None:
+def _feedback(client: httpx.Client, asked: tuple[str, str], label: str, tally: Tally) -> None:
+    request_id, token = asked
     try:
-        fb = client.post("/feedback", json={"request_id": request_id, "label": label})
+        body = {"request_id": request_id, "feedback_token": token, "label": label}
+        fb = client.post("/feedback", json=body)
         ok = fb.status_code in (200, 201, 204)
     except httpx.HTTPError:
         ok = False
@@ -177,9 +193,9 @@ def simulate(args: argparse.Namespace) -> Tally:
             data = photo.path.read_bytes()
             if shifted:
                 data = shift_image(data, args.grayscale, args.darken, shifts)
-            request_id = _predict(cl, photo, data, tally)
-            if request_id and rng.random() < args.feedback_share:
-                _feedback(cl, request_id, photo.label, tally)
+            asked = _predict(cl, photo, data, tally)
+            if asked and rng.random() < args.feedback_share:
+                _feedback(cl, asked, photo.label, tally)
     tally.seconds = round(time.monotonic() - start, 3)
     tally.accuracy_seen = tally.correct / tally.answered if tally.answered else None
     return tally

@@ -56,9 +56,10 @@ PHOTOS = ROOT / "tests" / "data" / "fullres"  # the 50 full-size uploads, commit
 def start_service(port: int, model_dir: str, settings: list[str]) -> subprocess.Popen:
     """`python -m serving` on `port` with a fresh store, once it is ready (model loaded)."""
     logs = Path(tempfile.mkdtemp(prefix="cats-dogs-benchmark-"))  # a fresh store per run
+    # RATE_LIMIT off: the service's capacity is measured, not one client's share of it.
     env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "MODEL_DIR": model_dir,
            "LOG_LEVEL": "warning", "STORE_PATH": str(logs / "store.sqlite3"),
-           "DATABASE_URL": "", "AUTH_DISABLED": "true"}  # fmt: skip
+           "DATABASE_URL": "", "AUTH_DISABLED": "true", "RATE_LIMIT": "off"}  # fmt: skip
     env.update(item.split("=", 1) for item in settings)
     ready = f"http://127.0.0.1:{port}/health/ready"
     return start([sys.executable, "-m", "serving"], ready, env, ROOT)

@@ -3,7 +3,7 @@
     python scripts/smoke_test.py http://127.0.0.1:8000 --image cat.jpg --label cat
 
 Checks, in order: live, ready, model info, one real photo predicted with the expected
-label, one bad input answered 4xx, and the prediction counter present in /metrics. With
+label, a wrong feedback token refused with 404, one bad input answered 4xx, and the prediction counter present in /metrics. With
 --expect-version, the model info and the prediction must name that model version (the
 bundle's `model.json` version), so a release is proven to serve the model it shipped.
 Every check runs; each prints PASS or FAIL with the reason, and the exit status is 1
@@ -21,7 +21,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -102,6 +102,7 @@ class Checks:
     label: str
     wait_s: float
     version: str | None = None
+    answer: dict = field(default_factory=dict)  # the /predict answer, for the feedback check
 
     def wait_for_200(self, path: str) -> str:
         # Retries for up to wait_s: a fresh rollout or port-forward may not answer yet.
@@ -145,7 +146,7 @@ class Checks:
         name = self.image.name
         status, body = self.client.upload("/predict", name, self.image.read_bytes(), "image/jpeg")
         expect_status("POST", "/predict", status, body, 200)
-        answer = as_json("/predict", body)
+        answer = self.answer = as_json("/predict", body)
         got, served = answer.get("label"), answer.get("model_version")
         if got != self.label:
             raise CheckFailed(
@@ -155,6 +156,16 @@ class Checks:
         if self.version is not None and served != self.version:
             raise CheckFailed(f"/predict answered with model {served!r}, expected {self.version!r}")
         return f"{name} -> {got} ({answer.get('confidence')}, model {served})"
+
+    def feedback_token(self) -> str:
+        """A wrong feedback token is refused like an unknown id (nothing is stored)."""
+        rid, token = self.answer.get("request_id"), self.answer.get("feedback_token")
+        if not rid or not token:
+            raise CheckFailed("/predict answered no request_id and feedback_token")
+        wrong = json.dumps({"request_id": rid, "feedback_token": "0" * 64, "label": "cat"})
+        status, body = self.client.request("POST", "/feedback", wrong.encode(), "application/json")
+        expect_status("POST", "/feedback with a wrong token", status, body, 404)
+        return "a wrong token is refused (404)"
 
     def bad_input(self) -> str:
         status, body = self.client.upload(
@@ -179,6 +190,7 @@ class Checks:
             ("ready", self.ready),
             ("model-info", self.model_info),
             ("predict", self.predict),
+            ("feedback-token", self.feedback_token),
             ("bad-input", self.bad_input),
             ("metrics", self.metrics),
         ]

@@ -66,6 +66,10 @@ def main() -> None:
         log_config=uvicorn_log_config(settings.log_level),
         timeout_graceful_shutdown=int(settings.shutdown_grace_s),
         proxy_headers=True,
+        # h11 with a bounded request head, and a deadline for it (serving/http_protocol.py).
+        http="serving.http_protocol:BoundedH11Protocol",
+        h11_max_incomplete_event_size=settings.max_header_bytes,
+        server_header=False,
         # Several processes share the port; each loads the bundle (memory x workers).
         workers=max(1, settings.workers),
     )

@@ -32,8 +32,9 @@ from serving.state import AppState
 STATIC_DIR = Path(__file__).parent / "static"
 DESCRIPTION = (
     "Classifies photos of cats and dogs with the exported ONNX model bundle. Errors are "
-    "JSON `{error, reason, request_id}`. When `API_KEY` is set, send it as `X-API-Key` or "
-    "`Authorization: Bearer` (not needed for health and metrics)."
+    "JSON `{error, reason, request_id}`. When `API_KEY` or `API_KEYS` is set, send a key as "
+    "`X-API-Key` or `Authorization: Bearer` (not needed for health and metrics). Each "
+    "prediction answers a `feedback_token` that `/feedback` requires."
 )
 
 
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         configure_logging(state.settings.log_level)
         # Before anything loads: an open API by accident stops here (serving/auth_policy.py).
         check_auth(state.settings, logging.getLogger("serving.auth"))
+        state.signer.warn_if_private()
         restore = drain_on_sigterm(state)
         await state.start()
         try:
@@ -73,11 +75,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await state.stop()
             restore()
 
+    docs = state.settings.api_docs != "off"
     app = FastAPI(
         title="Cats vs dogs prediction service",
         description=DESCRIPTION,
         version="1.0.0",
         lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
     )
     app.state.serving = state
     install_error_handlers(app)
@@ -89,7 +95,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def index() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html")
 
-    app.add_middleware(RequestContextMiddleware, settings=state.settings, metrics=state.metrics)
+    app.add_middleware(
+        RequestContextMiddleware,
+        settings=state.settings,
+        metrics=state.metrics,
+        clients=state.clients,
+    )
     return app
 
 

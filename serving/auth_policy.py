@@ -1,4 +1,5 @@
-"""Fail-closed authentication: the service refuses to start without `API_KEY` unless
+"""Fail-closed authentication: the service refuses to start without a key (`API_KEY` or
+`API_KEYS`) unless
 `AUTH_DISABLED=true` says, on purpose, that it runs without one.
 
 A deployment that forgot its key secret must not serve an open API: an empty key used to
@@ -15,14 +16,15 @@ from serving.settings import Settings
 
 NO_KEY = (
     "API_KEY is not set: the service refuses to start without authentication. Set API_KEY "
-    "(clients send it as X-API-Key or Authorization: Bearer), or set AUTH_DISABLED=true to "
+    "or API_KEYS=name:key,... (clients send a key as X-API-Key or Authorization: Bearer), "
+    "or set AUTH_DISABLED=true to "
     "run without authentication on purpose (local use only)."
 )
 AUTH_OFF = (
-    "Authentication is OFF (AUTH_DISABLED=true and no API_KEY): anyone who reaches this "
+    "Authentication is OFF (AUTH_DISABLED=true and no API key): anyone who reaches this "
     "port may call every endpoint. Never run a shared or production deployment like this."
 )
-SWITCH_IGNORED = "AUTH_DISABLED=true is ignored: API_KEY is set, so authentication is on."
+SWITCH_IGNORED = "AUTH_DISABLED=true is ignored: a key is set, so authentication is on."
 
 
 class AuthNotConfigured(RuntimeError):
@@ -31,7 +33,7 @@ class AuthNotConfigured(RuntimeError):
 
 def auth_refusal(settings: Settings) -> str | None:
     """Why these settings may not start the service, or None when they may."""
-    return NO_KEY if not settings.api_key and not settings.auth_disabled else None
+    return NO_KEY if not settings.clients and not settings.auth_disabled else None
 
 
 def check_auth(settings: Settings, log: logging.Logger) -> None:
@@ -40,7 +42,7 @@ def check_auth(settings: Settings, log: logging.Logger) -> None:
     refusal = auth_refusal(settings)
     if refusal:
         raise AuthNotConfigured(refusal)
-    if settings.api_key and settings.auth_disabled:
+    if settings.clients and settings.auth_disabled:
         log.warning(SWITCH_IGNORED)
-    elif not settings.api_key:
+    elif not settings.clients:
         log.warning(AUTH_OFF)

@@ -20,6 +20,7 @@ from serving.prometheus_metrics import ServiceMetrics
 from serving.recording import Recorder
 from serving.settings import Settings
 from serving.state import AppState
+from serving.tokens import FeedbackSigner
 
 
 async def app_state(request: Request) -> AppState:
@@ -37,6 +38,7 @@ async def current_call(request: Request, state: State) -> Call:
         started=started,
         deadline=started + state.settings.request_timeout_s,
         correlation_id=request.state.correlation_id,
+        client=getattr(request.state, "client", None),
     )
 
 
@@ -65,6 +67,10 @@ async def recorder(state: State) -> Recorder:
     return state.recorder
 
 
+async def signer(state: State) -> FeedbackSigner:
+    return state.signer
+
+
 CurrentCall = Annotated[Call, Depends(current_call)]
 ReadyPredictor = Annotated[Predictor, Depends(ready_predictor)]
 ReadyModel = Annotated[Model, Depends(ready_model)]
@@ -72,3 +78,4 @@ EngineDep = Annotated[Engine, Depends(engine)]
 SettingsDep = Annotated[Settings, Depends(settings)]
 MetricsDep = Annotated[ServiceMetrics, Depends(metrics)]
 RecorderDep = Annotated[Recorder, Depends(recorder)]
+SignerDep = Annotated[FeedbackSigner, Depends(signer)]

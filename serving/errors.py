@@ -53,12 +53,14 @@ STATUS: dict[str, int] = {
     "body_timeout": 408,
     "conflict": 409,
     "label_conflict": 409,
+    "rate_limited": 429,
     "client_disconnected": 499,  # nobody reads it: the client has gone (nginx's code)
     "not_ready": 503,
     "queue_full": 503,
     "decode_queue_full": 503,
     "too_many_requests": 503,
     "body_memory_full": 503,
+    "explain_busy": 503,
     "inference_unavailable": 503,
     "shutting_down": 503,
     "store_unavailable": 503,
@@ -75,8 +77,9 @@ def status_of(reason: str) -> int:
 class HttpRefusal(StarletteHTTPException):
     """A refusal raised while FastAPI reads the body (it re-raises HTTPExceptions only)."""
 
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(status_of(reason), message)
+    def __init__(self, reason: str, message: str, retry_after_s: int | None = None) -> None:
+        headers = None if retry_after_s is None else {"Retry-After": str(retry_after_s)}
+        super().__init__(status_of(reason), message, headers)
         self.reason = reason
 
 

@@ -13,6 +13,13 @@ from serving.refusals import Refused
 from serving.store import LabelConflict, Store, StoreError, UnknownPrediction
 
 
+def unknown_id() -> Refused:
+    """The one answer for an unknown id and for a token that does not match it."""
+    return Refused(
+        "unknown_request_id", "No prediction with this request id and feedback token is known."
+    )
+
+
 def record_feedback(
     store: Store, classes: list[str], request_id: str, label: str, retry_after_s: int
 ) -> dict[str, object]:
@@ -22,9 +29,7 @@ def record_feedback(
     try:
         outcome = store.add_feedback(request_id, label)
     except UnknownPrediction as exc:
-        raise Refused(
-            "unknown_request_id", f"No prediction with request id {request_id!r} is known."
-        ) from exc
+        raise unknown_id() from exc
     except LabelConflict as exc:
         raise Refused(
             "label_conflict",

@@ -10,61 +10,54 @@ one.
 from __future__ import annotations
 
 import asyncio
-import hmac
-import itertools
 import logging
+import math
 import re
-import secrets
 import time
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from serving.clients import Clients, header
 from serving.errors import INPUT_REASONS, HttpRefusal, render_error
 from serving.prometheus_metrics import ServiceMetrics
 from serving.refusals import Refused
+from serving.security_headers import security_headers
 from serving.settings import Settings
+from serving.tokens import new_request_id
 
 access_log = logging.getLogger("serving.access")
 
 # A client's X-Request-ID is kept as its correlation id when it looks like an id.
 _CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
-# Probes, metrics, the static page and API docs: no API key (they hold no data; the page
-# sends the key the user types with its API calls), and no concurrency cap.
+# Probes, metrics and the static page: no API key (they hold no data; the page sends the
+# key the user types with its API calls), no concurrency cap and no request id header.
 OPEN_PATHS = frozenset(
-    {
-        "/health", "/health/live", "/health/ready", "/metrics", "/v2/health/live",
-        "/v2/health/ready", "/", "/docs", "/docs/oauth2-redirect", "/redoc",
-        "/openapi.json", "/favicon.ico",
-    }
+    {"/health", "/health/live", "/health/ready", "/metrics", "/v2/health/live",
+     "/v2/health/ready", "/", "/favicon.ico"}
 )  # fmt: skip
+DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 LARGE_BODY_PREFIXES = ("/predict/batch", "/v2/")
+_header = header
 
 
-# Request ids: a random 64-bit prefix per process and a counter, 32 hex digits like a
-# uuid4 and as unique across replicas, without a getrandom() call per request.
-_ID_PREFIX = secrets.token_hex(8)
-_ID_COUNTER = itertools.count(1)
+def open_paths(settings: Settings) -> frozenset[str]:
+    """The paths served without a key: the API docs too when `API_DOCS=open`."""
+    return OPEN_PATHS | DOCS_PATHS if settings.api_docs == "open" else OPEN_PATHS
 
 
-def next_request_id() -> str:
-    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
+def is_open(path: str, paths: frozenset[str] = OPEN_PATHS) -> bool:
+    return path in paths or path.startswith("/static/")
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return value.decode("latin-1")
-    return None
-
-
-def is_open(path: str) -> bool:
-    return path in OPEN_PATHS or path.startswith("/static/")
-
-
-def body_limit(settings: Settings, path: str) -> int:
-    """Several-image routes get MAX_REQUEST_BYTES; one-image routes a single image's cap."""
+def body_limit(settings: Settings, path: str, scope: Scope | None = None) -> int:
+    """Several-image routes get MAX_REQUEST_BYTES, one-image routes a single image's cap;
+    a V2 body that is JSON only (no binary tensor data) gets V2_MAX_JSON_BYTES."""
+    if path.startswith("/v2/"):
+        binary = scope is not None and _header(scope, b"inference-header-content-length")
+        limit = settings.max_request_bytes
+        return limit if binary else min(limit, settings.v2_max_json_bytes)
     if path.startswith(LARGE_BODY_PREFIXES):
         return settings.max_request_bytes
     return settings.single_image_body_limit
@@ -75,7 +68,7 @@ def _count(value: str | None) -> int | None:
 
 
 def body_memory(scope: Scope, settings: Settings) -> int:
-    """Memory a request's body will take once read and parsed, estimated before reading.
+    """Memory a request's body will take once read and parsed, estimated from its headers.
 
     The declared length (the route's cap when the body is chunked), four times over for
     JSON (a V2 tensor's numbers become Python floats). A V2 body is JSON whatever its
@@ -84,7 +77,7 @@ def body_memory(scope: Scope, settings: Settings) -> int:
     """
     path: str = scope["path"]
     length = _header(scope, b"content-length")
-    limit = body_limit(settings, path)
+    limit = body_limit(settings, path, scope)
     declared = _count(length)
     size = min(declared, limit) if declared is not None else limit
     if length == "0" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
@@ -97,123 +90,180 @@ def body_memory(scope: Scope, settings: Settings) -> int:
     return size * 4 if content_type.startswith("application/json") else size
 
 
-def key_matches(scope: Scope, expected: str) -> bool:
-    given = _header(scope, b"x-api-key")
-    if given is None:
-        auth = _header(scope, b"authorization") or ""
-        scheme, _, token = auth.partition(" ")
-        given = token.strip() if scheme.lower() == "bearer" else None
-    return given is not None and hmac.compare_digest(given.encode(), expected.encode())
+def memory_factor(scope: Scope, settings: Settings) -> float:
+    """Memory each arriving body byte is charged: `body_memory` per byte of the body."""
+    size = body_limit(settings, scope["path"], scope)
+    declared = _count(_header(scope, b"content-length"))
+    size = min(declared, size) if declared else size
+    return body_memory(scope, settings) / size if size else 0.0
+
+
+def _oversized(scope: Scope, settings: Settings, path: str) -> Refused | None:
+    """413 from the declared lengths, before any byte of the body is read."""
+    length = _header(scope, b"content-length")
+    limit = body_limit(settings, path, scope)
+    if length and length.isdigit() and (len(length) > 18 or int(length) > limit):
+        return Refused(
+            "body_too_large", f"The request body has {length} bytes; the limit is {limit}."
+        )
+    json_part = _count(_header(scope, b"inference-header-content-length"))
+    if path.startswith("/v2/") and json_part and json_part > settings.v2_max_json_bytes:
+        return Refused(
+            "body_too_large",
+            f"The V2 JSON part has {json_part} bytes; the limit is {settings.v2_max_json_bytes}.",
+        )
+    return None
+
+
+async def _before(receive: Receive, deadline: float, first: bool, settings: Settings) -> Message:
+    """The next body message, or 408 when it has not come by `deadline` (loop time)."""
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await receive()
+    except TimeoutError:
+        if first:
+            wait = f"its first bytes within {settings.first_byte_timeout_s:g} s"
+        else:
+            wait = f"within {settings.body_read_timeout_s:g} s"
+        raise HttpRefusal("body_timeout", f"The request body did not arrive {wait}.") from None
 
 
 class RequestContextMiddleware:
-    """Request id, API key, concurrency and body limits, the access line and HTTP metrics."""
+    """Request id, API key, rate limit, concurrency and body limits, the access line, metrics."""
 
-    def __init__(self, app: ASGIApp, settings: Settings, metrics: ServiceMetrics) -> None:
+    def __init__(
+        self, app: ASGIApp, settings: Settings, metrics: ServiceMetrics, clients: Clients
+    ) -> None:
         self.app = app
         self.settings = settings
         self.metrics = metrics
+        self.clients = clients
+        self.open_paths = open_paths(settings)
         self.active = 0  # capped requests being handled now
-        self.body_memory = 0  # estimated bytes their bodies take once read and parsed
+        self.body_memory = 0  # bytes charged for the bodies arrived so far (× 4 for JSON)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = next_request_id()
+        request_id = new_request_id()
         given = _header(scope, b"x-request-id")
         correlation_id = given if given and _CORRELATION_ID.match(given) else None
         state: dict[str, Any] = scope.setdefault("state", {})
         state.update(request_id=request_id, correlation_id=correlation_id, started=started)
         path: str = scope["path"]
         status_holder = {"status": 500}
-        id_headers = [(b"x-request-id", request_id.encode())]
-        if correlation_id:
-            id_headers.append((b"x-correlation-id", correlation_id.encode()))
+        capped = not is_open(path, self.open_paths)
+        # Open routes carry no request id: they must not hand out ids (none are needed).
+        extra = list(security_headers(path))
+        if capped:
+            extra.append((b"x-request-id", request_id.encode()))
+            if correlation_id:
+                extra.append((b"x-correlation-id", correlation_id.encode()))
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
-                message["headers"] = [*message.get("headers", []), *id_headers]
+                message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
-        capped = not is_open(path)
-        memory = body_memory(scope, self.settings) if capped else 0
+        charged = [0]  # this request's share of self.body_memory
         self.metrics.in_flight.inc()
         self.active += capped
-        self.body_memory += memory
         try:
-            refusal = self._refusal(scope, path, capped) or self._over_memory(memory)
+            refusal = self._refusal(scope, path, capped, state)
             if refusal is not None:
                 await self._send_error(send_with_id, refusal, request_id, state)
                 return
-            limited = self._limited(receive, body_limit(self.settings, path), started)
+            limited = self._limited(receive, scope, started, charged) if capped else receive
             await self.app(scope, limited, send_with_id)
         finally:
             self.active -= capped
-            self.body_memory -= memory
+            self.body_memory -= charged[0]
             self.metrics.in_flight.dec()
             self._account(scope, state, status_holder["status"], started)
 
-    def _over_memory(self, memory: int) -> Refused | None:
-        """Refuse a body that would take the bodies in flight past their memory budget
-        (a request alone is always let in: its own cap bounds it)."""
-        budget = self.settings.max_body_memory_bytes
-        if memory and self.body_memory > budget and self.body_memory > memory:
-            return Refused(
-                "body_memory_full",
-                f"Request bodies in flight would take more than {budget // 2**20} MiB; "
-                "retry shortly.",
-                self.settings.retry_after_s,
-            )
-        return None
-
-    def _refusal(self, scope: Scope, path: str, capped: bool) -> Refused | None:
-        settings = self.settings
-        if settings.api_key and not is_open(path) and not key_matches(scope, settings.api_key):
+    def _identify(self, scope: Scope, state: dict[str, Any]) -> Refused | None:
+        """Name the client (its key's name, or None without keys); 401 for a wrong key,
+        429 for a client past its rate limit."""
+        clients = self.clients
+        client = clients.identify(scope) if clients.auth_required else None
+        if clients.auth_required and client is None:
             return Refused(
                 "unauthorized",
                 "A valid API key is required (header X-API-Key or Authorization: Bearer).",
             )
-        if capped and self.active > settings.max_concurrent_requests:
+        state["client"] = client
+        wait_s = clients.wait_s(client or clients.anonymous(scope))
+        if wait_s is not None:
+            return Refused(
+                "rate_limited",
+                f"Too many requests from this client (limit {self.settings.rate_limit}).",
+                wait_s,
+            )
+        return None
+
+    def _refusal(
+        self, scope: Scope, path: str, capped: bool, state: dict[str, Any]
+    ) -> Refused | None:
+        if not capped:
+            return None
+        settings = self.settings
+        refusal = self._identify(scope, state)
+        if refusal is not None:
+            return refusal
+        if self.active > settings.max_concurrent_requests:
             return Refused(
                 "too_many_requests",
                 f"The server is handling {settings.max_concurrent_requests} requests; "
                 "retry shortly.",
                 settings.retry_after_s,
             )
-        length = _header(scope, b"content-length")
-        limit = body_limit(settings, path)
-        if length and length.isdigit() and (len(length) > 18 or int(length) > limit):
-            return Refused(
-                "body_too_large", f"The request body has {length} bytes; the limit is {limit}."
-            )
-        return None
+        return _oversized(scope, settings, path)
 
-    def _limited(self, receive: Receive, limit: int, started: float) -> Receive:
-        """`receive` that stops a body past its cap or past the body-read deadline."""
-        received, body_done = 0, False
-        deadline = started + self.settings.body_read_timeout_s
+    def _charge(self, nbytes: int, factor: float, charged: list[int]) -> None:
+        """Charge arrived body bytes to the budget; refuse when the bodies in flight would
+        take more than it (a request alone is always let in: its own cap bounds it)."""
+        cost = math.ceil(nbytes * factor)
+        charged[0] += cost
+        self.body_memory += cost
+        budget = self.settings.max_body_memory_bytes
+        if cost and self.body_memory > budget and self.body_memory > charged[0]:
+            raise HttpRefusal(
+                "body_memory_full",
+                f"Request bodies in flight would take more than {budget // 2**20} MiB; "
+                "retry shortly.",
+                self.settings.retry_after_s,
+            )
+
+    def _limited(
+        self, receive: Receive, scope: Scope, started: float, charged: list[int]
+    ) -> Receive:
+        """`receive` that charges the body-memory budget as bytes arrive and stops a body
+        past its cap, past the first-byte deadline or past the body-read deadline."""
+        settings = self.settings
+        limit = body_limit(settings, scope["path"], scope)
+        factor = memory_factor(scope, settings)
+        received, body_done, first = 0, False, True
         loop_offset = asyncio.get_running_loop().time() - time.perf_counter()
 
         async def limited_receive() -> Message:
-            nonlocal received, body_done
+            nonlocal received, body_done, first
             if body_done:  # later receives wait for a disconnect: no deadline for those
                 return await receive()
-            try:
-                async with asyncio.timeout_at(deadline + loop_offset):
-                    message = await receive()
-            except TimeoutError:
-                raise HttpRefusal(
-                    "body_timeout",
-                    f"The request body did not arrive within {self.settings.body_read_timeout_s:g} s.",
-                ) from None
+            deadline = started + settings.body_read_timeout_s
+            if first:
+                deadline = min(deadline, started + settings.first_byte_timeout_s)
+            message = await _before(receive, deadline + loop_offset, first, settings)
+            first = False
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
+                chunk = len(message.get("body", b""))
+                received += chunk
                 body_done = not message.get("more_body", False)
                 if received > limit:
                     raise HttpRefusal("body_too_large", f"The request body exceeds {limit} bytes.")
+                self._charge(chunk, factor, charged)
             return message
 
         return limited_receive

@@ -68,6 +68,11 @@ class ServiceMetrics:
             registry=r,
         )  # fmt: skip
         self.live_accuracy.set(float("nan"))
+        self.live_accuracy_by_client = Gauge(
+            "model_live_accuracy_by_client",
+            "Live accuracy on the same labels, by the API key name that asked (API_KEYS).",
+            ["client"], registry=r,
+        )  # fmt: skip
         self._estimate_gauges(r)
         self._shadow_metrics(r)
         self.feedback = Counter(

@@ -9,6 +9,8 @@ replica's traffic.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from prometheus_client import CollectorRegistry
 
 from serving.feedback import record_feedback
@@ -26,7 +28,15 @@ def as_record(prediction: Prediction) -> PredictionRecord:
         prediction.latency_ms,
         image,
         correlation_id=prediction.correlation_id,
+        client=prediction.client,
     )
+
+
+def store_config(settings: Settings) -> StoreConfig:
+    """The store's settings; the window's per-client share applies only with two or more
+    API keys (a single client, or none named, may fill the whole window)."""
+    config = StoreConfig.of(settings)
+    return config if len(settings.clients) > 1 else replace(config, client_share=1.0)
 
 
 class Recorder:
@@ -35,7 +45,7 @@ class Recorder:
     def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
         self.settings = settings
         # Connections and the writer thread start in open(): building the app touches nothing.
-        self.store = Store(StoreConfig.of(settings), registry)
+        self.store = Store(store_config(settings), registry)
         self.classes: list[str] = []
 
     def open(self, classes: list[str]) -> None:

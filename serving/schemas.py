@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictFloat, StrictInt, StrictStr
 
 
 class ErrorOut(BaseModel):
@@ -30,6 +30,9 @@ class PredictionOut(BaseModel):
         description="True when the score is above the bundle's threshold (95 % of validation "
         "cats and dogs pass): probably neither cat nor dog, do not trust the label.",
     )
+    feedback_token: str = Field(
+        description="Send it with `request_id` to `/feedback`: only the asker can label."
+    )
 
 
 class ImageIn(BaseModel):
@@ -43,6 +46,7 @@ class BatchItemOut(BaseModel):
     filename: str | None
     ok: bool
     request_id: str | None = None
+    feedback_token: str | None = None
     label: str | None = None
     probabilities: dict[str, float] | None = None
     confidence: float | None = None
@@ -88,6 +92,9 @@ class HealthOut(BaseModel):
 
 class FeedbackIn(BaseModel):
     request_id: str = Field(min_length=1, max_length=128)
+    feedback_token: str = Field(
+        min_length=1, max_length=128, description="The prediction's `feedback_token`."
+    )
     label: str = Field(min_length=1, max_length=64)
 
 
@@ -168,8 +175,15 @@ class TensorIn(BaseModel):
     name: str = Field(max_length=64)
     shape: list[int] = Field(max_length=8)
     datatype: str = Field(max_length=16)
-    data: list[Any] | None = Field(
-        None, description="Row-major values; absent when `parameters.binary_data_size` is set."
+    data: (
+        Annotated[list[StrictFloat | StrictInt], Field(fail_fast=True)]
+        | Annotated[list[StrictStr], Field(fail_fast=True)]
+        | None
+    ) = Field(
+        None,
+        description="Row-major values, one flat list: numbers (FP32) or base64 strings (BYTES); "
+        "absent when `parameters.binary_data_size` is set.",
+        union_mode="left_to_right",
     )
     parameters: dict[str, Any] | None = None
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AliasGenerator, Field, field_validator
+from pydantic import AliasGenerator, Field, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -46,6 +47,7 @@ def _shown(text: str) -> dict[str, Any]:
     return {"shown_default": text}
 
 
+_CLIENT_NAME = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 _503 = "; beyond it: 503 with `Retry-After`"
 _STORE_PATH = Path(tempfile.gettempdir()) / "cats-dogs-serving" / "store.sqlite3"
 
@@ -89,6 +91,21 @@ class Settings(BaseSettings):
     auth_disabled: bool = Field(
         False,
         description="`true` lets the service start without `API_KEY`, every endpoint open (local use only; logged as a WARNING at start-up); ignored when `API_KEY` is set",
+    )
+    api_keys: str = Field(
+        "",
+        json_schema_extra=_shown("empty"),
+        description="several clients' keys as `name:key,name:key` (names: letters, digits, `_-`, at most 32 chars); each is accepted like `API_KEY` (whose client name is `default`), and the name is recorded with each prediction, counted in `model_live_accuracy_by_client` and used for rate limits",
+    )
+    feedback_secret: str = Field(
+        "",
+        json_schema_extra=_shown("empty (random per process)"),
+        description="secret of the `feedback_token` HMAC; replicas must share it: when empty each process draws its own (logged), and feedback only works on the process that answered",
+    )
+    api_docs: str = Field(
+        "key",
+        pattern="^(open|key|off)$",
+        description="`/docs`, `/redoc`, `/openapi.json`: `open` (no key), `key` (behind the API key when one is set) or `off` (not served)",
     )
     shutdown_grace_s: float = Field(
         20.0,
@@ -140,6 +157,26 @@ class Settings(BaseSettings):
         gt=0,
         description="the whole body must arrive within this many seconds of the request's start; past it: 408",
     )
+    v2_max_json_bytes: int = Field(
+        8 * 2**20,
+        ge=1,
+        description="cap of a V2 body's JSON part (the JSON body, or the JSON before its binary tensor data), below `MAX_REQUEST_BYTES`: JSON costs many times its size once parsed",
+    )
+    max_header_bytes: int = Field(
+        16 * 1024,
+        ge=1024,
+        description="request line and headers of one request, at most (h11's `max_incomplete_event_size`); more: 400 and the connection is closed",
+    )
+    header_read_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="a connection's request line and headers must arrive within this many seconds of its start (or of its previous answer); past it the connection is closed",
+    )
+    first_byte_timeout_s: float = Field(
+        2.0,
+        gt=0,
+        description="a request with a body must send its first body bytes within this many seconds; past it: 408 (the body-memory budget is charged as bytes arrive, so idle connections hold none of it)",
+    )
     explain_grid: int = Field(
         7,
         ge=2,
@@ -155,6 +192,19 @@ class Settings(BaseSettings):
         description="memory the request bodies in flight may take once read and parsed (estimated before reading: the declared length, × 4 for JSON, which every V2 body is but for its binary tensor data)"
         + _503
         + " (a request alone is always let in)",
+    )
+    explain_max_concurrent: int = Field(
+        1,
+        ge=1,
+        description="`/explain` requests (about 50 inferences each) running at once" + _503,
+    )
+    rate_limit: str = Field(
+        "100/second",
+        description="requests one client (API key name, else client address) may send to the capped endpoints, as `limits` strings (`100/second;2000/minute`); `off`: none; past it: 429 with `Retry-After`",
+    )
+    rate_limit_storage: str = Field(
+        "memory://",
+        description="`limits` storage URI: `memory://` counts per process; `redis://host:6379` shares the counts between replicas (needs the `redis` package, not in the image)",
     )
     decode_queue_max: int = Field(
         64, ge=1, description="uploads decoding or waiting to be decoded" + _503
@@ -205,6 +255,19 @@ class Settings(BaseSettings):
         ge=0,
         description="SQLite size cap (`0`: none); past it the store is *full* (as a full disk)",
     )
+    store_retention_days: float = Field(
+        30.0,
+        ge=0,
+        description="predictions (and their feedback) older than this are deleted (`0`: kept forever)",
+    )
+    store_max_rows: int = Field(
+        1_000_000,
+        ge=0,
+        description="newest predictions kept at most; older ones are deleted with their feedback (`0`: no cap)",
+    )
+    store_prune_interval_s: float = Field(
+        300.0, gt=0, description="how often the writer deletes what retention no longer keeps"
+    )
     store_batch_size: int = Field(
         64, ge=1, description="predictions written per transaction at most"
     )
@@ -242,6 +305,12 @@ class Settings(BaseSettings):
         1000,
         ge=1,
         description="predictions (and feedback answers) of all replicas behind the live gauges",
+    )
+    window_client_share: float = Field(
+        0.25,
+        gt=0,
+        le=1,
+        description="largest share of the live window one client's predictions may fill (its newest ones), so no client steers the drift gauges alone; applies with two or more API keys",
     )
     store_window_ttl_s: float = Field(
         5.0, ge=0, description="the gauges' window is read from the store at most this often"
@@ -284,6 +353,12 @@ class Settings(BaseSettings):
             return frozenset(f.strip().upper() for f in value.split(",") if f.strip())
         return value
 
+    @model_validator(mode="after")
+    def _keys_parse(self) -> Settings:
+        """A malformed `API_KEYS` stops the start, naming the entry."""
+        _ = self.clients
+        return self
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
@@ -309,6 +384,17 @@ class Settings(BaseSettings):
             min_side=self.min_side,
             formats=self.allowed_formats,
         )
+
+    @property
+    def clients(self) -> dict[str, str]:
+        """Client name -> API key: `API_KEY` as `default`, then `API_KEYS`' pairs."""
+        found = {"default": self.api_key} if self.api_key else {}
+        for pair in filter(None, (p.strip() for p in self.api_keys.split(","))):
+            name, sep, key = pair.partition(":")
+            if not sep or not key or not _CLIENT_NAME.match(name) or name in found:
+                raise ValueError(f"API_KEYS entry {name!r}: use unique name:key pairs")
+            found[name] = key
+        return found
 
     @property
     def single_image_body_limit(self) -> int:

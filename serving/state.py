@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from serving.clients import Clients
 from serving.inference.engine import Engine
 from serving.inference.predictor import Predictor
 from serving.lineage import Lineage, read_lineage
@@ -12,14 +13,19 @@ from serving.recording import Recorder
 from serving.settings import Settings
 from serving.shadowing import Shadow, ShadowError
 from serving.stats import Stats
+from serving.tokens import FeedbackSigner
 
 
 class AppState:
-    """Settings, metrics, the inference engine, the predictor, the recorder, stats, the
-    shadow challenger and the registry record."""
+    """Settings, clients, metrics, the inference engine, the predictor, the recorder, stats,
+    the shadow challenger and the registry record."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.clients = Clients(settings)
+        self.signer = FeedbackSigner(settings.feedback_secret)
+        # /explain runs ~50 inferences: a few at once would starve /predict.
+        self.explain_slots = asyncio.Semaphore(settings.explain_max_concurrent)
         self.metrics = ServiceMetrics()
         self.engine = Engine(settings, on_batch=self.metrics.observe_batch)
         self.stats = Stats(self.metrics)

@@ -2,7 +2,8 @@
 
 One loop task owns the model. While a batch runs in the inference thread, new requests
 queue up; the next batch takes them all (up to `max_size` images, waiting at most
-`max_wait_s` for more). A job larger than `max_size` runs alone, in chunks. The queue is
+`max_wait_s` for more). A job larger than `max_size` runs alone, in chunks, with the small
+jobs that queue meanwhile run between its chunks. The queue is
 bounded so overload is refused at once instead of piling up latency, and the event loop
 never runs the model itself.
 
@@ -122,29 +123,62 @@ class MicroBatcher:
         return await future
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             await self._gather()
             jobs = self._take_batch()
-            if not jobs:
-                continue
-            started = time.perf_counter()
-            try:
-                probs = await loop.run_in_executor(self._executor, self._infer, jobs)
-            except Exception as exc:  # a failed batch (MemoryError too) fails its jobs only
-                if not isinstance(exc, _Abandoned):
-                    log.error("Inference failed for %d job(s): %r", len(jobs), exc)
-                for job in jobs:
-                    if not job.future.done():
-                        job.future.set_exception(exc)
-                continue
-            elapsed_ms = (time.perf_counter() - started) * 1000.0
-            offset = 0
+            if len(jobs) == 1 and len(jobs[0].images) > self.max_size:
+                await self._run_large(jobs[0])
+            elif jobs:
+                await self._run_batch(jobs)
+
+    async def _run_batch(self, jobs: list[_Job]) -> None:
+        """One ONNX Runtime call (per chunk) in the inference thread; results to the jobs."""
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        try:
+            probs = await loop.run_in_executor(self._executor, self._infer, jobs)
+        except Exception as exc:  # a failed batch (MemoryError too) fails its jobs only
+            if not isinstance(exc, _Abandoned):
+                log.error("Inference failed for %d job(s): %r", len(jobs), exc)
             for job in jobs:
-                k = len(job.images)
                 if not job.future.done():
-                    job.future.set_result((probs[offset : offset + k], elapsed_ms))
-                offset += k
+                    job.future.set_exception(exc)
+            return
+        elapsed_ms = (time.perf_counter() - started) * 1000.0
+        offset = 0
+        for job in jobs:
+            k = len(job.images)
+            if not job.future.done():
+                job.future.set_result((probs[offset : offset + k], elapsed_ms))
+            offset += k
+
+    async def _run_large(self, job: _Job) -> None:
+        """A job larger than a batch (an explanation's ~50 variants), one chunk at a time.
+
+        Between its chunks the small jobs queued meanwhile run first, so a prediction
+        waits for one chunk of an explanation, never for all of it. A job whose caller
+        gave up stops between chunks.
+        """
+        loop = asyncio.get_running_loop()
+        parts, elapsed_ms = [], 0.0
+        for start in range(0, len(job.images), self.max_size):
+            if job.future.done():
+                return
+            chunk = _Job(job.images[start : start + self.max_size], loop.create_future())
+            await self._run_batch([chunk])
+            if chunk.future.exception() is not None:
+                if not job.future.done():
+                    job.future.set_exception(chunk.future.exception())  # type: ignore[arg-type]
+                return
+            probs, ms = chunk.future.result()
+            parts.append(probs)
+            elapsed_ms += ms
+            while self._jobs and len(self._jobs[0].images) <= self.max_size:
+                small = self._take_batch()
+                if small:
+                    await self._run_batch(small)
+        if not job.future.done():
+            job.future.set_result((np.concatenate(parts), elapsed_ms))
 
     async def _gather(self) -> None:
         """Wait for a first job, then up to `max_wait_s` for the batch to fill."""

@@ -22,6 +22,10 @@ from serving.settings import Settings
 log = logging.getLogger("serving.engine")
 
 
+# What clients are told when the bundle failed; the reason (with its paths) goes to the log.
+LOAD_FAILED = "the model bundle could not be loaded (the server log says why)"
+
+
 class Engine:
     """Model, decode pool and micro-batcher of one running app."""
 
@@ -116,7 +120,7 @@ class Engine:
         if self.draining:
             return "draining"
         if self.load_error:
-            return self.load_error
+            return LOAD_FAILED
         if self.batcher is not None and not self.batcher.alive:
             return "the inference loop is down"
         return "loading"
@@ -124,7 +128,7 @@ class Engine:
     def require_model(self) -> Model:
         """The model, if predictions can be served now; else a `not_ready` refusal."""
         if not self.serving or self.model is None:
-            raise Refused("not_ready", self.load_error or f"Not ready: {self.why_not_ready()}.",
+            raise Refused("not_ready", f"Not ready: {self.why_not_ready()}.",
                           self.settings.retry_after_s)  # fmt: skip
         return self.model
 

@@ -16,6 +16,7 @@ class Call:
     started: float
     deadline: float
     correlation_id: str | None = None  # the client's X-Request-ID, if it sent one
+    client: str | None = None  # the name of the API key it came with (None: no keys)
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class Prediction:
     image: DecodedPhoto | None = None
     ood_score: float | None = None  # higher = less like the training photos
     ood_flag: bool | None = None  # True: neither cat nor dog, most likely; do not trust the label
+    client: str | None = None
 
     def answer(self) -> dict[str, Any]:
         """The public fields (the JSON a client gets)."""

@@ -156,6 +156,7 @@ class Predictor:
         prediction = Prediction(
             request_id=request_id,
             correlation_id=call.correlation_id,
+            client=call.client,
             label=model.classes[index],
             probabilities={
                 c: round(float(p), 6) for c, p in zip(model.classes, probs, strict=True)

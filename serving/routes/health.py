@@ -6,6 +6,7 @@ from fastapi import APIRouter, Response
 
 from serving import schemas
 from serving.dependencies import EngineDep
+from serving.inference.engine import LOAD_FAILED
 from serving.logs import utc_now
 
 router = APIRouter(tags=["health"])
@@ -27,7 +28,7 @@ async def health(engine: EngineDep, response: Response) -> schemas.HealthOut:
         model_loaded=model is not None and engine.warmed,
         model_version=model.manifest.version if model else None,
         timestamp=utc_now(),
-        error=engine.load_error,
+        error=LOAD_FAILED if engine.load_error else None,
     )
 
 

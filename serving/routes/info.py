@@ -75,5 +75,6 @@ async def metrics(state: State) -> Response:
         await asyncio.to_thread(
             publish_live, state.recorder.store, model.manifest.reference.model_dump(),
             model.classes, gauges, state.settings.drift_min_samples,
+            (m.live_accuracy_by_client, state.clients.names),
         )  # fmt: skip
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,7 +1,8 @@
-"""JSON bodies parsed by pydantic-core's Rust parser instead of `json.loads`.
+"""JSON bodies parsed by pydantic-core's Rust parser instead of `json.loads`, off the loop.
 
-A V2 FP32 tensor is a JSON list of 150,528 numbers per image; `json.loads` takes about
-five times longer to parse it, on the event loop. Every router uses `JSONRoute`.
+`json.loads` takes about five times longer; a large body is parsed in a worker thread
+after serving/json_limits.py's container check, so the event loop (and the probes it
+answers) never waits for it. Every router with a JSON body uses `JSONRoute`.
 """
 
 from __future__ import annotations
@@ -14,13 +15,16 @@ import pydantic_core
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
+from serving.json_limits import check_containers, off_loop
+
 
 class JSONRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
             body = await self.body()
+            check_containers(body)
             try:
-                self._json = pydantic_core.from_json(body)
+                self._json = await off_loop(len(body), lambda: pydantic_core.from_json(body))
             except ValueError as exc:  # FastAPI answers JSONDecodeError with a 422
                 raise json.JSONDecodeError(str(exc), body.decode("latin-1")[:100], 0) from exc
         return self._json

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, File, Request, UploadFile
 
 from contracts.imaging import ImageError
 from serving import schemas
-from serving.dependencies import CurrentCall, MetricsDep, ReadyPredictor
+from serving.dependencies import CurrentCall, MetricsDep, ReadyPredictor, SignerDep
 from serving.errors import status_of
 from serving.inference.prediction import Prediction
 from serving.routes.json_route import JSONRoute
@@ -18,12 +18,18 @@ from serving.routes.uploads import (
     printable_filename,
     uploaded_image,
 )
+from serving.tokens import FeedbackSigner
 
 router = APIRouter(tags=["predict"], route_class=JSONRoute)
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": schemas.ErrorOut} for code in (400, 401, 404, 408, 413, 415, 422, 503, 504)
 }
+
+
+def signed(prediction: Prediction, signer: FeedbackSigner) -> dict[str, Any]:
+    """The public answer with the feedback token only this client receives."""
+    return {**prediction.answer(), "feedback_token": signer.token(prediction.request_id)}
 
 
 def note_prediction(request: Request, prediction: Prediction) -> None:
@@ -41,21 +47,26 @@ async def predict(
     data: Annotated[bytes, Depends(uploaded_image)],
     predictor: ReadyPredictor,
     call: CurrentCall,
+    signer: SignerDep,
 ) -> schemas.PredictionOut:
     """Classify one photo sent as multipart field `file` or as a raw `image/*` body."""
     prediction, _ = await predictor.predict_one(data, call)
     note_prediction(request, prediction)
-    return schemas.PredictionOut(**prediction.answer())
+    return schemas.PredictionOut(**signed(prediction, signer))
 
 
 @router.post("/predict-image", responses=ERRORS)
 async def predict_image(
-    request: Request, payload: schemas.ImageIn, predictor: ReadyPredictor, call: CurrentCall
+    request: Request,
+    payload: schemas.ImageIn,
+    predictor: ReadyPredictor,
+    call: CurrentCall,
+    signer: SignerDep,
 ) -> schemas.PredictionOut:
     """Classify one photo sent as base64 JSON (the original project's clients)."""
     prediction, _ = await predictor.predict_one(decode_base64_image(payload.image), call)
     note_prediction(request, prediction)
-    return schemas.PredictionOut(**prediction.answer())
+    return schemas.PredictionOut(**signed(prediction, signer))
 
 
 @router.post("/predict/batch", responses=ERRORS)
@@ -65,6 +76,7 @@ async def predict_batch(
     predictor: ReadyPredictor,
     call: CurrentCall,
     metrics: MetricsDep,
+    signer: SignerDep,
 ) -> schemas.BatchOut:
     """Classify several photos; a bad photo gets its own error and does not fail the rest."""
     predictor.check_count(len(files))
@@ -75,7 +87,7 @@ async def predict_batch(
         if isinstance(result, ImageError):
             metrics.rejected.labels(reason=result.reason).inc()
     items = [
-        batch_item(i, printable_filename(upload.filename), result)
+        batch_item(i, printable_filename(upload.filename), result, signer)
         for i, (upload, result) in enumerate(zip(files, results, strict=True))
     ]
     version = predictor.engine.require_model().manifest.version
@@ -85,11 +97,11 @@ async def predict_batch(
 
 
 def batch_item(
-    index: int, filename: str | None, result: Prediction | ImageError
+    index: int, filename: str | None, result: Prediction | ImageError, signer: FeedbackSigner
 ) -> schemas.BatchItemOut:
     if isinstance(result, ImageError):
         return schemas.BatchItemOut(
             index=index, filename=filename, ok=False, error=result.message,
             reason=result.reason, status=status_of(result.reason),
         )  # fmt: skip
-    return schemas.BatchItemOut(index=index, filename=filename, ok=True, **result.answer())
+    return schemas.BatchItemOut(index=index, filename=filename, ok=True, **signed(result, signer))

@@ -29,6 +29,7 @@ from serving.inference.tensors import (
     fp32_from_bytes,
     fp32_images,
 )
+from serving.json_limits import off_loop
 from serving.refusals import Refused
 from serving.routes import v2_binary
 from serving.routes.json_route import JSONRoute
@@ -165,7 +166,8 @@ async def answer(model: Model, request: Request, predictor: Predictor, call: Cal
     if encoding != "identity":
         raise Refused("unsupported_media_type", f"Content-Encoding {encoding[:20]!r} is "
                       "not accepted; send the body uncompressed.")  # fmt: skip
-    parsed = v2_binary.parse_request(await request.body(), request.headers.get(v2_binary.HEADER))
+    raw, header = await request.body(), request.headers.get(v2_binary.HEADER)
+    parsed = await off_loop(len(raw), lambda: v2_binary.parse_request(raw, header))
     body = parsed.body
     wanted = requested_outputs(body)
     binary = v2_binary.binary_outputs(body, wanted)

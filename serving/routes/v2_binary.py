@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from serving import schemas
+from serving.json_limits import check_containers
 from serving.refusals import Refused
 
 HEADER = "inference-header-content-length"
@@ -33,6 +34,7 @@ class InferRequest:
 def parse_request(body: bytes, header_length: str | None) -> InferRequest:
     """Split and validate a body; a malformed one is refused before any tensor is read."""
     json_end = len(body) if header_length is None else json_length(header_length, len(body))
+    check_containers(memoryview(body)[:json_end])
     try:
         request = schemas.InferIn.model_validate_json(
             body if json_end == len(body) else body[:json_end]

@@ -45,8 +45,13 @@ async function classify(file) {
   form.append("file", file, file.name);
   let answer;
   try {
-    const response = await fetch("/explain", { method: "POST", body: form, headers: headers() });
+    let response = await fetch("/explain", { method: "POST", body: form, headers: headers() });
     answer = await response.json();
+    if (response.status === 503 && answer.reason === "explain_busy") {
+      // The server explains one photo at a time: show the label alone, without a heatmap.
+      response = await fetch("/predict", { method: "POST", body: form, headers: headers() });
+      answer = await response.json();
+    }
     if (!response.ok) {
       setStatus(`${answer.error || "Request failed"} (${answer.reason || response.status})`, true);
       return;
@@ -60,7 +65,10 @@ async function classify(file) {
   $("model-version").textContent = answer.model_version;
   $("request-id").textContent = answer.request_id;
   $("inference-ms").textContent = answer.inference_ms.toFixed(1);
-  $("heatmap").src = `data:image/png;base64,${answer.explanation.overlay_png_base64}`;
+  $("heatmap").closest("figure").hidden = !answer.explanation;
+  if (answer.explanation) {
+    $("heatmap").src = `data:image/png;base64,${answer.explanation.overlay_png_base64}`;
+  }
   showBars(answer.probabilities);
   $("result").hidden = false;
   setStatus("");

@@ -27,6 +27,10 @@ SETTING_OF: dict[str, str] = {
     "pool_size": "store_pool_size",
     "feedback_wait_s": "store_feedback_wait_s",
     "window": "recent_window",
+    "client_share": "window_client_share",
+    "retention_days": "store_retention_days",
+    "max_rows": "store_max_rows",
+    "prune_interval_s": "store_prune_interval_s",
     "window_ttl_s": "store_window_ttl_s",
 }
 
@@ -54,6 +58,10 @@ class StoreConfig:
     feedback_wait_s: float = _default("feedback_wait_s")
     window: int = _default("window")
     window_ttl_s: float = _default("window_ttl_s")
+    client_share: float = _default("client_share")  # most of the window one client fills
+    retention_days: float = _default("retention_days")  # 0: keep for ever
+    max_rows: int = _default("max_rows")  # 0: no cap
+    prune_interval_s: float = _default("prune_interval_s")
 
     @classmethod
     def of(cls, settings: Settings) -> StoreConfig:

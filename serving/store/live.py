@@ -36,8 +36,10 @@ def publish_live(
     classes: Sequence[str],
     gauges: LiveGauges,
     min_samples: int,
+    by_client: tuple[Gauge, Sequence[str]] | None = None,
 ) -> None:
-    """Set the live gauges from the store's window of all replicas' recent traffic.
+    """Set the live gauges from the store's window of all replicas' recent traffic, and
+    `model_live_accuracy_by_client{client}` for the configured client names.
 
     A figure from fewer than `min_samples` values (DRIFT_MIN_SAMPLES) is left out (PSI) or
     NaN (estimate, OOD share): too few predictions say nothing reliable.
@@ -45,6 +47,8 @@ def publish_live(
     window = store.window()
     gauges.live_accuracy.set(window.accuracy)
     publish_estimate(window, gauges, min_samples)
+    if by_client is not None:
+        publish_by_client(window, *by_client)
     try:
         report = drift.drift_report(
             reference=reference,
@@ -76,3 +80,12 @@ def publish_estimate(window: RecentWindow, gauges: LiveGauges, min_samples: int)
         gauges.estimated_accuracy_lower.set(nan)
     share, scored = estimate.flagged_share(window.ood_flags)
     gauges.ood_flagged_share.set(share if scored >= min_samples else nan)
+
+
+def publish_by_client(window: RecentWindow, gauge: Gauge, names: Sequence[str]) -> None:
+    """One series per configured client name (bounded labels: stored names no longer
+    configured are left out); NaN for a client without labels in the window."""
+    gauge.clear()
+    for name in names:
+        labelled, correct = window.by_client.get(name, (0, 0))
+        gauge.labels(client=name).set(correct / labelled if labelled else float("nan"))

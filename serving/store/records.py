@@ -27,11 +27,12 @@ class PredictionRecord:
     replica: str | None = None
     ood_score: float | None = None
     ood_flag: bool | None = None
+    client: str | None = None  # the API key's name (None: no keys configured)
 
     COLUMNS = (
         "request_id", "correlation_id", "ts", "label", "confidence", "probabilities",
         "latency_ms", "inference_ms", "model_version", "width", "height", "brightness",
-        "sha256", "replica", "ood_score", "ood_flag",
+        "sha256", "replica", "ood_score", "ood_flag", "client",
     )  # fmt: skip
 
     def row(self) -> tuple:
@@ -49,6 +50,7 @@ class PredictionRecord:
         latency_ms: float,
         image: dict | None = None,
         correlation_id: str | None = None,
+        client: str | None = None,
     ) -> PredictionRecord:
         """From the service's public answer, its time and the upload's description."""
         image = image or {}
@@ -68,6 +70,7 @@ class PredictionRecord:
             correlation_id=correlation_id,
             ood_score=answer.get("ood_score"),
             ood_flag=answer.get("ood_flag"),
+            client=client,
         )
 
     @classmethod
@@ -103,6 +106,8 @@ class RecentWindow:
     ood_flags: list[bool | None] = field(default_factory=list)
     labelled: int = 0
     correct: int = 0
+    # client name (None: no key) -> (labelled, correct) among the same newest labels
+    by_client: dict[str | None, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def accuracy(self) -> float:

@@ -54,4 +54,9 @@ MIGRATIONS: list[list[str]] = [
         )""",
         "CREATE INDEX IF NOT EXISTS shadow_predictions_ts ON shadow_predictions (ts)",
     ],
+    [
+        # Which API key asked (its name from API_KEYS; NULL without keys): live accuracy
+        # by client, and the live window's per-client share.
+        "ALTER TABLE predictions ADD COLUMN client TEXT",
+    ],
 ]

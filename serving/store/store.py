@@ -20,11 +20,32 @@ from serving.store.config import StoreConfig
 from serving.store.database import Database, StoreError
 from serving.store.metrics import StoreMetrics
 from serving.store.records import FeedbackOutcome, PredictionRecord, RecentWindow, ShadowRecord
+from serving.store.retention import Pruner
 from serving.store.writer import PredictionWriter
 
 log = logging.getLogger("serving.store")
 
 REPLICA = f"{socket.gethostname()}:{os.getpid()}"
+
+# The live window: the newest RECENT_WINDOW predictions, at most WINDOW_CLIENT_SHARE of it
+# from one client (its newest), looked for among the newest LOOKBACK windows' worth of
+# rows, so one client's flood cannot fill the window alone (rows without a client name,
+# served without API keys, cannot be told apart and are not capped).
+LOOKBACK = 10
+WINDOW_SQL = (
+    "SELECT label, confidence, brightness, ood_flag FROM ("
+    " SELECT label, confidence, brightness, ood_flag, ts, client,"
+    " ROW_NUMBER() OVER (PARTITION BY client ORDER BY ts DESC) AS nth"
+    " FROM (SELECT label, confidence, brightness, ood_flag, ts, client FROM predictions"
+    " ORDER BY ts DESC LIMIT ?) AS recent"
+    ") AS ranked WHERE client IS NULL OR nth <= ? ORDER BY ts DESC LIMIT ?"
+)
+# The newest RECENT_WINDOW labels, counted by the client that asked for the prediction.
+ACCURACY_SQL = (
+    "SELECT p.client, count(*), sum(f.correct) FROM"
+    " (SELECT request_id, correct FROM feedback ORDER BY ts DESC LIMIT ?) AS f"
+    " JOIN predictions p ON p.request_id = f.request_id GROUP BY p.client"
+)
 
 
 class UnknownPrediction(LookupError):
@@ -55,6 +76,8 @@ class Store:
         self._window = RecentWindow()
         self._window_at = float("-inf")
         self._window_lock = threading.Lock()
+        self._schema_event = threading.Event()
+        self.pruner = Pruner(self.db, config, self._schema_event)
 
     def _count_loss(self, reason: str, n: int) -> None:
         self.metrics.lost.labels(reason=reason).inc(n)
@@ -69,6 +92,7 @@ class Store:
             self.writer.available, self.writer.last_error = False, str(exc)
             log.error("Store not reachable at start: %s", exc, extra={"fields": {"event": "store"}})
         self.writer.start()
+        self.pruner.start()
         log.info("Store: %s", self.config.describe(), extra={"fields": {"event": "store"}})
 
     def ensure_schema(self) -> None:
@@ -78,9 +102,11 @@ class Store:
             if not self._schema_ready:
                 self.db.migrate()
                 self._schema_ready = True
+                self._schema_event.set()
 
     def close(self) -> None:
         """Write what is queued (bounded by the retry time), then close the connections."""
+        self.pruner.stop()
         self.writer.stop(timeout=self.config.retry_s + 5.0)
         self.db.close()
 
@@ -181,23 +207,20 @@ class Store:
     def _read_window(self) -> RecentWindow:
         self.ensure_schema()
         n = self.config.window
+        per_client = max(1, int(n * self.config.client_share))
         with self.db.transaction() as cur:
-            rows = cur.execute(
-                "SELECT label, confidence, brightness, ood_flag FROM predictions "
-                "ORDER BY ts DESC LIMIT ?",
-                (n,),
-            ).fetchall()
-            labelled, correct = cur.execute(
-                "SELECT count(*), coalesce(sum(correct), 0) FROM "
-                "(SELECT correct FROM feedback ORDER BY ts DESC LIMIT ?) AS recent",
-                (n,),
-            ).fetchone()
+            rows = cur.execute(WINDOW_SQL, (n * LOOKBACK, per_client, n)).fetchall()
+            by_client = {
+                client: (int(labelled), int(correct or 0))
+                for client, labelled, correct in cur.execute(ACCURACY_SQL, (n,)).fetchall()
+            }
         rows.reverse()  # oldest first, as the traffic came
         return RecentWindow(
             labels=[r[0] for r in rows],
             confidences=[r[1] for r in rows],
             brightness=[r[2] for r in rows],
             ood_flags=[None if r[3] is None else bool(r[3]) for r in rows],
-            labelled=int(labelled),
-            correct=int(correct),
+            labelled=sum(v[0] for v in by_client.values()),
+            correct=sum(v[1] for v in by_client.values()),
+            by_client=by_client,
         )

@@ -710,8 +710,11 @@ def serve(port, version):
             body = self.rfile.read(int(self.headers["Content-Length"]))
             if b"this is not a photo" in body:
                 self.answer(400, {"reason": "not_an_image"})
+            elif self.path == "/feedback":
+                self.answer(404, {"reason": "unknown_request_id"})
             else:
-                self.answer(200, {"label": "cat", "confidence": 0.9, "model_version": version})
+                self.answer(200, {"label": "cat", "confidence": 0.9, "model_version": version,
+                                  "request_id": "0" * 32, "feedback_token": "f" * 64})
 
     HTTPServer(("127.0.0.1", port), Pod).serve_forever()
 

@@ -72,26 +72,41 @@ def test_feedback_endpoint_edge_cases(live_service: dict) -> None:
         photo = (FULLRES / "dog.5.jpg").read_bytes()
         answer = client.post("/predict", files={"file": ("d.jpg", photo)}, headers=headers)
         assert answer.status_code == 200, answer.text
-        rid = answer.json()["request_id"]
+        rid, token = answer.json()["request_id"], answer.json()["feedback_token"]
 
         # API key required for feedback as for predictions.
-        assert client.post("/feedback", json={"request_id": rid, "label": "dog"}).status_code == 401
+        assert (
+            client.post(
+                "/feedback", json={"request_id": rid, "feedback_token": token, "label": "dog"}
+            ).status_code
+            == 401
+        )
         unknown_id = client.post(
-            "/feedback", json={"request_id": "no-such-request", "label": "dog"}, headers=headers
+            "/feedback",
+            json={"request_id": "no-such-request", "feedback_token": token, "label": "dog"},
+            headers=headers,
         )
         assert unknown_id.status_code == 404
         unknown_label = client.post(
-            "/feedback", json={"request_id": rid, "label": "fox"}, headers=headers
+            "/feedback",
+            json={"request_id": rid, "feedback_token": token, "label": "fox"},
+            headers=headers,
         )
         assert unknown_label.status_code == 422
 
         before = len(_stored_feedback(live_service))
         for stored in (True, False):  # the same label twice: stored once
             answer = client.post(
-                "/feedback", json={"request_id": rid, "label": "dog"}, headers=headers
+                "/feedback",
+                json={"request_id": rid, "feedback_token": token, "label": "dog"},
+                headers=headers,
             )
             assert answer.status_code == 200 and answer.json()["stored"] is stored, answer.text
-        other = client.post("/feedback", json={"request_id": rid, "label": "cat"}, headers=headers)
+        other = client.post(
+            "/feedback",
+            json={"request_id": rid, "feedback_token": token, "label": "cat"},
+            headers=headers,
+        )
         assert other.status_code == 409  # one true label per prediction
         truths = _stored_feedback(live_service)
         assert truths[rid] == "dog" and len(truths) == before + 1

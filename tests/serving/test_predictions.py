@@ -43,6 +43,7 @@ def test_predict_answers_what_the_bundle_computes_for_real_photos(
             "inference_ms",
             "ood_score",
             "ood_flag",
+            "feedback_token",
         }
         assert set(answer["probabilities"]) == {"cat", "dog"}
         assert sum(answer["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)

@@ -34,7 +34,12 @@ def test_the_store_keeps_what_monitoring_needs(fresh_app_client, tmp_path: Path)
     # Feedback waits for a prediction still queued, so after it the row is committed.
     assert (
         app_client.post(
-            "/feedback", json={"request_id": answer["request_id"], "label": "cat"}
+            "/feedback",
+            json={
+                "request_id": answer["request_id"],
+                "feedback_token": answer["feedback_token"],
+                "label": "cat",
+            },
         ).status_code
         == 200
     )
@@ -60,20 +65,57 @@ def test_feedback_edge_cases(fresh_app_client, tmp_path: Path) -> None:
     answers = [upload(app_client, p.read_bytes()).json() for p in PHOTOS[:4]]
     first = answers[0]
     post = app_client.post
-    ok = post("/feedback", json={"request_id": first["request_id"], "label": first["label"]})
+    ok = post(
+        "/feedback",
+        json={
+            "request_id": first["request_id"],
+            "feedback_token": first["feedback_token"],
+            "label": first["label"],
+        },
+    )
     assert ok.status_code == 200, ok.text
     assert ok.json()["stored"] is True and ok.json()["correct"] is True
-    again = post("/feedback", json={"request_id": first["request_id"], "label": first["label"]})
+    again = post(
+        "/feedback",
+        json={
+            "request_id": first["request_id"],
+            "feedback_token": first["feedback_token"],
+            "label": first["label"],
+        },
+    )
     assert again.status_code == 200 and again.json()["stored"] is False
     flipped = "cat" if first["label"] == "dog" else "dog"
-    conflict = post("/feedback", json={"request_id": first["request_id"], "label": flipped})
+    conflict = post(
+        "/feedback",
+        json={
+            "request_id": first["request_id"],
+            "feedback_token": first["feedback_token"],
+            "label": flipped,
+        },
+    )
     assert (conflict.status_code, conflict.json()["reason"]) == (409, "label_conflict")
     other = "cat" if answers[-1]["label"] == "dog" else "dog"
-    wrong = post("/feedback", json={"request_id": answers[-1]["request_id"], "label": other})
+    wrong = post(
+        "/feedback",
+        json={
+            "request_id": answers[-1]["request_id"],
+            "feedback_token": answers[-1]["feedback_token"],
+            "label": other,
+        },
+    )
     assert wrong.status_code == 200 and wrong.json()["correct"] is False
-    unknown = post("/feedback", json={"request_id": "never-seen", "label": "cat"})
+    unknown = post(
+        "/feedback", json={"request_id": "never-seen", "feedback_token": "0" * 64, "label": "cat"}
+    )
     assert (unknown.status_code, unknown.json()["reason"]) == (404, "unknown_request_id")
-    bad_label = post("/feedback", json={"request_id": first["request_id"], "label": "horse"})
+    bad_label = post(
+        "/feedback",
+        json={
+            "request_id": first["request_id"],
+            "feedback_token": first["feedback_token"],
+            "label": "horse",
+        },
+    )
     assert (bad_label.status_code, bad_label.json()["reason"]) == (422, "unknown_label")
     missing = post("/feedback", json={"label": "cat"})
     assert (missing.status_code, missing.json()["reason"]) == (422, "missing_field")
@@ -90,7 +132,14 @@ def test_drift_gauges_are_fed_by_the_drift_report(
     app_client = fresh_app_client()
     answers = [upload(app_client, p.read_bytes()).json() for p in PHOTOS[:5]]
     # The last feedback waits for its prediction, so the store holds all five now.
-    app_client.post("/feedback", json={"request_id": answers[-1]["request_id"], "label": "cat"})
+    app_client.post(
+        "/feedback",
+        json={
+            "request_id": answers[-1]["request_id"],
+            "feedback_token": answers[-1]["feedback_token"],
+            "label": "cat",
+        },
+    )
     seen: dict = {}
 
     def drift_report(reference, labels, confidences, brightness, classes, min_samples):
@@ -129,7 +178,14 @@ def test_drift_gauges_wait_for_the_drift_min_samples_setting(
     """Four predictions in the window: a figure with DRIFT_MIN_SAMPLES=4, none with 5."""
     app_client = fresh_app_client(drift_min_samples=min_samples)
     answers = [upload(app_client, p.read_bytes()).json() for p in PHOTOS[:4]]
-    app_client.post("/feedback", json={"request_id": answers[-1]["request_id"], "label": "cat"})
+    app_client.post(
+        "/feedback",
+        json={
+            "request_id": answers[-1]["request_id"],
+            "feedback_token": answers[-1]["feedback_token"],
+            "label": "cat",
+        },
+    )
     text = app_client.get("/metrics").text
     assert ('model_drift_psi{feature="confidence"}' in text) is gauged
 

@@ -22,7 +22,9 @@ pytestmark = pytest.mark.slow
 
 # Outages show within a second: a failed batch is retried for half a second, then counted.
 FAST_STORE = {"STORE_RETRY_S": "0.5", "STORE_FLUSH_MS": "20", "STORE_TIMEOUT_S": "2",
-              "STORE_WINDOW_TTL_S": "0.01", "RETRY_AFTER_S": "2"}  # fmt: skip
+              "STORE_WINDOW_TTL_S": "0.01", "RETRY_AFTER_S": "2",
+              # replicas (and a restarted process) check each other's feedback tokens
+              "FEEDBACK_SECRET": "replicas-share-this-secret"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -36,10 +38,10 @@ def _predict(url: str, photo: tuple[bytes, str]) -> dict:
     return answer.json()
 
 
-def _feedback(url: str, request_id: str, label: str) -> httpx.Response:
-    return httpx.post(
-        f"{url}/feedback", json={"request_id": request_id, "label": label}, timeout=30
-    )
+def _feedback(url: str, answer: dict, label: str) -> httpx.Response:
+    """Feedback for a prediction's answer: its request id and feedback token."""
+    body = {"request_id": answer["request_id"], "feedback_token": answer["feedback_token"]}
+    return httpx.post(f"{url}/feedback", json={**body, "label": label}, timeout=30)
 
 
 def _metric(url: str, name: str, labels: str = "") -> float:
@@ -64,17 +66,18 @@ def test_two_processes_on_one_store_count_feedback_sent_to_either(
     with serving(bundle_dir, tmp_path, **env) as one, serving(bundle_dir, tmp_path, **env) as two:
         first, second = _predict(one.url, photos[0]), _predict(two.url, photos[1])
         # Each prediction's feedback goes to the other process, at once (no flush wait).
-        on_two = _feedback(two.url, first["request_id"], photos[0][1])
+        on_two = _feedback(two.url, first, photos[0][1])
         assert on_two.status_code == 200, on_two.text
         assert on_two.json()["predicted_label"] == first["label"]
-        assert _feedback(one.url, second["request_id"], photos[1][1]).status_code == 200
+        assert _feedback(one.url, second, photos[1][1]).status_code == 200
         # One true label per prediction, whichever process is asked.
         wrong = "dog" if photos[0][1] == "cat" else "cat"
-        conflict = _feedback(one.url, first["request_id"], wrong)
+        conflict = _feedback(one.url, first, wrong)
         assert conflict.status_code == 409 and conflict.json()["reason"] == "label_conflict"
-        again = _feedback(one.url, first["request_id"], photos[0][1])
+        again = _feedback(one.url, first, photos[0][1])
         assert again.status_code == 200 and again.json()["stored"] is False
-        assert _feedback(two.url, "no-such-id", "cat").status_code == 404
+        unknown = {"request_id": "no-such-id", "feedback_token": "0" * 64}
+        assert _feedback(two.url, unknown, "cat").status_code == 404
         # Both processes report the same live accuracy: both labels, from the store.
         right = sum(p["label"] == ph[1] for p, ph in ((first, photos[0]), (second, photos[1])))
         for server in (one, two):
@@ -87,11 +90,11 @@ def test_restart_keeps_predictions_and_labels(
     env = {**FAST_STORE, "STORE_PATH": str(tmp_path / "store.sqlite3")}
     with serving(bundle_dir, tmp_path, **env) as server:
         answers = [_predict(server.url, p) for p in photos[:3]]
-        assert _feedback(server.url, answers[0]["request_id"], photos[0][1]).status_code == 200
-        unlabelled = answers[1]["request_id"]
+        assert _feedback(server.url, answers[0], photos[0][1]).status_code == 200
+        unlabelled = answers[1]
     # The process is gone (SIGTERM, drained); a new one reads the same store.
     with serving(bundle_dir, tmp_path, **env) as server:
-        repeat = _feedback(server.url, answers[0]["request_id"], photos[0][1])
+        repeat = _feedback(server.url, answers[0], photos[0][1])
         assert repeat.status_code == 200 and repeat.json()["stored"] is False
         late = _feedback(server.url, unlabelled, photos[1][1])
         assert late.status_code == 200 and late.json()["stored"] is True
@@ -112,14 +115,14 @@ def test_postgres_stopped_mid_traffic_loses_nothing_acknowledged(
     env = {**FAST_STORE, "DATABASE_URL": new_database(postgres)}
     with serving(bundle_dir, tmp_path, **env) as server:
         before = [_predict(server.url, p) for p in photos[:3]]
-        acknowledged = _feedback(server.url, before[0]["request_id"], photos[0][1])
+        acknowledged = _feedback(server.url, before[0], photos[0][1])
         assert acknowledged.status_code == 200 and acknowledged.json()["stored"]
         _wait_for(lambda: _metric(server.url, "prediction_store_queue") == 0)
 
         postgres.stop()
         try:
             during = [_predict(server.url, p) for p in photos[3:6]]  # still answered
-            refused = _feedback(server.url, before[1]["request_id"], photos[1][1])
+            refused = _feedback(server.url, before[1], photos[1][1])
             assert refused.status_code == 503, refused.text
             assert refused.json()["reason"] == "store_unavailable"
             assert refused.headers["Retry-After"] == "2"
@@ -136,12 +139,12 @@ def test_postgres_stopped_mid_traffic_loses_nothing_acknowledged(
         # Back: the service reconnects by itself; acknowledged data is intact, the refused
         # feedback left nothing half-stored, and the dropped predictions are unknown (404).
         after = _predict(server.url, photos[0])
-        assert _feedback(server.url, after["request_id"], photos[0][1]).status_code == 200
-        intact = _feedback(server.url, before[0]["request_id"], photos[0][1])
+        assert _feedback(server.url, after, photos[0][1]).status_code == 200
+        intact = _feedback(server.url, before[0], photos[0][1])
         assert intact.status_code == 200 and intact.json()["stored"] is False
-        retried = _feedback(server.url, before[1]["request_id"], photos[1][1])
+        retried = _feedback(server.url, before[1], photos[1][1])
         assert retried.status_code == 200 and retried.json()["stored"] is True
-        assert _feedback(server.url, during[0]["request_id"], photos[3][1]).status_code == 404
+        assert _feedback(server.url, during[0], photos[3][1]).status_code == 404
         assert _metric(server.url, "prediction_store_up") == 1
 
 
@@ -177,7 +180,7 @@ def test_full_disk_keeps_predictions_answering_and_refuses_feedback(
         env = {**FAST_STORE, "STORE_PATH": str(disk / "store.sqlite3")}
         with serving(bundle_dir, tmp_path, **env) as server:
             kept = _predict(server.url, photos[0])
-            assert _feedback(server.url, kept["request_id"], photos[0][1]).status_code == 200
+            assert _feedback(server.url, kept, photos[0][1]).status_code == 200
             second = _predict(server.url, photos[1])
             _wait_for(lambda: _metric(server.url, "prediction_store_queue") == 0)
             _fill_disk(disk / "filler")
@@ -185,13 +188,13 @@ def test_full_disk_keeps_predictions_answering_and_refuses_feedback(
             for photo in photos * 4:
                 _predict(server.url, photo)  # answered although nothing can be stored
             _wait_for(lambda: _metric_lost(server) > lost_before)
-            refused = _feedback(server.url, second["request_id"], photos[1][1])
+            refused = _feedback(server.url, second, photos[1][1])
             assert refused.status_code == 503, refused.text
             assert refused.json()["reason"] in ("store_full", "store_unavailable")
             (disk / "filler").unlink()  # space again: the same feedback now succeeds
-            retried = _feedback(server.url, second["request_id"], photos[1][1])
+            retried = _feedback(server.url, second, photos[1][1])
             assert retried.status_code == 200 and retried.json()["stored"] is True
-            intact = _feedback(server.url, kept["request_id"], photos[0][1])
+            intact = _feedback(server.url, kept, photos[0][1])
             assert intact.status_code == 200 and intact.json()["stored"] is False
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True)

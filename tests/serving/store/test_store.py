@@ -25,6 +25,7 @@ from serving.store import (
     UnknownPrediction,
     read_shadow,
 )
+from serving.store.retention import prune
 from serving.store.schema import MIGRATIONS
 from tests.helpers.postgres import PostgresServer, new_database
 
@@ -383,3 +384,29 @@ def test_challenger_answers_are_stored_beside_the_served_ones_and_read_back(
     )  # fmt: skip
     assert (pair.challenger_version, pair.true_label) == ("c0ffee", "dog")
     assert window.labels == ["cat"]  # the challenger's answer stays out of the live window
+
+
+def test_one_client_fills_at_most_its_share_of_the_window_and_retention_prunes(
+    config: StoreConfig,
+) -> None:
+    """A flood of one key's predictions: the window keeps that key's newest quarter and
+    every other prediction; retention then keeps the newest STORE_MAX_ROWS, feedback
+    included, on both databases."""
+    store = _open(config, window=20, client_share=0.25, max_rows=30, window_ttl_s=0)
+    try:
+        start = time.time() - 100
+        flood = [_prediction("dog", client="mallory", ts=start + i) for i in range(40)]
+        honest = [_prediction("cat", client="alice", ts=start + 50 + i) for i in range(4)]
+        for record in flood + honest:
+            assert store.record(record)
+        outcome = store.add_feedback(honest[-1].request_id, "cat")  # waits for the writes
+        assert outcome.stored
+        window = store.window()
+        assert window.labels == ["dog"] * 5 + ["cat"] * 4  # mallory's newest 5 of 20
+        assert window.by_client == {"alice": (1, 1)}
+        assert prune(store.db, store.config) == 14  # 44 rows, the newest 30 kept
+        assert store.prediction(flood[13].request_id) is None
+        assert store.prediction(flood[14].request_id) is not None
+        assert store.add_feedback(honest[-1].request_id, "cat").stored is False  # kept
+    finally:
+        store.close()
