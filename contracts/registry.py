@@ -67,3 +67,13 @@ def record_for_bundle(model_dir: Path) -> RegistryRecord | None:
         if record is not None and record.bundle_version == version:
             return record
     return None
+
+
+OVERRIDE_PREFIX = "override by a person"
+
+
+def overridden(model_dir: Path) -> str:
+    """The override reason when this bundle was promoted although the gate refused it
+    (`stages.promote --override`), else "": CI lets such a bundle pass, and says why."""
+    record = record_for_bundle(model_dir)
+    return record.reason if record and record.reason.startswith(OVERRIDE_PREFIX) else ""

@@ -25,7 +25,7 @@ import numpy as np
 
 from contracts.bundle import BundleError, BundleManifest
 from contracts.imaging import ImageError, load
-from contracts.registry import REGISTRY_FILE
+from contracts.registry import OVERRIDE_PREFIX, REGISTRY_FILE
 from stages import promotion, promotion_report, registry
 from stages.model_card import test_names
 from stages.params import Paths, load_params, repo_root
@@ -96,6 +96,12 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, help="JSON (default metrics/promotion.json)")
     parser.add_argument("--report", type=Path, default=REPORT, help=f"markdown ({REPORT})")
     parser.add_argument("--audit", type=Path, default=AUDIT, help=f"audit trail ({AUDIT})")
+    parser.add_argument(
+        "--override",
+        metavar="REASON",
+        help="promote a refused challenger anyway: a person's reason, kept with the gate's "
+        "refusal in registry.json and the audit trail",
+    )
     return parser.parse_args(argv)
 
 
@@ -125,8 +131,8 @@ def judge(args: argparse.Namespace, params, paths: Paths):
     return challenger, photos, decision, output
 
 
-def promote(challenger, photos: promotion.Photos, decision, args, params, paths: Paths) -> str:
-    """Register the accepted challenger, move the alias, leave the record and the audit row."""
+def promote(challenger, photos: promotion.Photos, reason: str, args, params, paths: Paths) -> str:
+    """Register the challenger, move the alias, leave the record and the audit row."""
     manifest = challenger.manifest
     tags = {
         "bundle_version": manifest.version,
@@ -134,14 +140,14 @@ def promote(challenger, photos: promotion.Photos, decision, args, params, paths:
         "git_revision": manifest.git_revision,
         "precision": manifest.precision,
         "params_sha256": hashlib.sha256(Path("params.yaml").read_bytes()).hexdigest(),
-        "promotion_reason": "; ".join(decision.reasons)[:4900],
+        "promotion_reason": reason[:4900],
         **{f"metric.{k}": str(v) for k, v in manifest.metrics.items()},
     }
     version = registry.register(challenger, photos.images, tags, str(params.tracking.experiment))
-    rec = registry.record(challenger, version, decision.reasons[0])
+    rec = registry.record(challenger, version, reason)
     paths.export.parent.mkdir(parents=True, exist_ok=True)
     rec.write(paths.export.parent)
-    registry.append_audit(args.audit, "promote", rec)
+    registry.append_audit(args.audit, "override" if args.override else "promote", rec)
     return version
 
 
@@ -156,13 +162,24 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(args.report.read_text())
     print(f"promote: wrote {output} and {args.report}")
-    if decision.outcome == "accept" and not args.dry_run:
-        version = promote(challenger, photos, decision, args, params, paths)
+    reason = promotion_reason(decision, args.override)
+    if reason and not args.dry_run:
+        version = promote(challenger, photos, reason, args, params, paths)
         print(
             f"promote: registered {challenger.manifest.version} as version {version}, alias "
             f"champion moved; {paths.export.parent / REGISTRY_FILE}, {args.audit}"
         )
-    return 1 if decision.outcome == "refuse" else 0
+    return 1 if decision.outcome == "refuse" and not reason else 0
+
+
+def promotion_reason(decision, override: str | None) -> str | None:
+    """Why the challenger is promoted, or None: the gate's reason when it accepts; a
+    person's override of a refusal, kept beside the refusal so nobody mistakes it."""
+    if decision.outcome == "accept":
+        return decision.reasons[0]
+    if decision.outcome == "refuse" and override:
+        return f"{OVERRIDE_PREFIX}: {override} (the gate refused: {decision.reasons[0]})"
+    return None
 
 
 if __name__ == "__main__":

@@ -131,6 +131,22 @@ def test_the_gate_calls_the_same_bundle_no_change(gate_repo, monkeypatch) -> Non
 
 
 @pytest.mark.slow
+def test_a_person_can_override_a_refusal_and_the_refusal_is_kept(gate_repo, monkeypatch) -> None:
+    """--override promotes a refused challenger, and both the person's reason and the gate's
+    refusal stay in registry.json and the audit trail (action "override")."""
+    code, result = run_gate(
+        gate_repo, monkeypatch, "weak", "--champion", "strong", "--override", "needs the OOD flag"
+    )
+    assert (code, result["decision"]) == (0, "refuse")
+    record = RegistryRecord.read(gate_repo / "models")
+    weak = json.loads((gate_repo / "weak" / "model.json").read_text())
+    assert record is not None and record.bundle_version == weak["version"]
+    assert record.reason.startswith("override by a person: needs the OOD flag (the gate refused:")
+    audit = (gate_repo / "promotions.md").read_text().splitlines()[-1]
+    assert "| override |" in audit and weak["version"] in audit
+
+
+@pytest.mark.slow
 def test_an_accepted_bundle_is_registered_with_the_champion_alias(gate_repo, monkeypatch) -> None:
     import mlflow
 
