@@ -59,6 +59,15 @@ class ServiceMetrics:
             "model_info", "The loaded model bundle and its registry record (value 1).",
             list(MODEL_INFO_LABELS), registry=r,
         )  # fmt: skip
+        self._live_gauges(r)
+        self._estimate_gauges(r)
+        self._shadow_metrics(r)
+        self.feedback = Counter(
+            "feedback", "Feedback records stored, by true label.", ["label"], registry=r
+        )
+
+    def _live_gauges(self, r: CollectorRegistry) -> None:
+        """What the store's window of recent traffic says: drift and live accuracy."""
         self.drift_psi = Gauge(
             "model_drift_psi", "Population stability index of recent traffic vs the reference.",
             ["feature"], registry=r,
@@ -73,11 +82,6 @@ class ServiceMetrics:
             "Live accuracy on the same labels, by the API key name that asked (API_KEYS).",
             ["client"], registry=r,
         )  # fmt: skip
-        self._estimate_gauges(r)
-        self._shadow_metrics(r)
-        self.feedback = Counter(
-            "feedback", "Feedback records stored, by true label.", ["label"], registry=r
-        )
 
     def _estimate_gauges(self, r: CollectorRegistry) -> None:
         """What the window says before labels: estimated accuracy and the OOD share."""

@@ -30,14 +30,20 @@ image=$2
 case "${image##*/}" in *:*) ;; *) echo "IMAGE must carry a tag: $image" >&2; exit 2 ;; esac
 # The overlay's Secrets come from files that are never committed (its kustomization's
 # secretGenerator): refuse before anything is rendered or applied when one is missing.
-secrets_dir="deployment/kubernetes/overlays/$overlay/secrets"
+# An overlay without a secretGenerator of its own (shadow) uses the one it builds on.
+secrets_overlay=$overlay
+if ! grep -q secretGenerator "deployment/kubernetes/overlays/$overlay/kustomization.yaml"; then
+  base=$(sed -n 's#^  - \.\./\([a-z-]*\)$#\1#p' "deployment/kubernetes/overlays/$overlay/kustomization.yaml" | head -n 1)
+  [ -n "$base" ] && secrets_overlay=$base
+fi
+secrets_dir="deployment/kubernetes/overlays/$secrets_overlay/secrets"
 missing=
 for file in db.env api.env tls.crt tls.key; do
   [ -s "$secrets_dir/$file" ] || missing="$missing $file"
 done
 if [ -n "$missing" ]; then
   echo "Overlay $overlay has no secrets: missing${missing} in $secrets_dir/." >&2
-  echo "Generate them with: python scripts/make_secrets.py kubernetes $overlay" >&2
+  echo "Generate them with: python scripts/make_secrets.py kubernetes $secrets_overlay" >&2
   echo "(production: once, then keep them safe; docs/deployment.md, \"Settings a production deployment must set\")" >&2
   exit 2
 fi

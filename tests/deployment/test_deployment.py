@@ -963,10 +963,12 @@ def test_batch_job_shards_an_s3_prefix_by_completion_index() -> None:
     assert yaml.safe_load(rendered)["metadata"]["namespace"] == "cats-dogs"
 
 
-def test_the_shadow_overlay_mounts_a_challenger_bundle_the_service_accepts() -> None:
+def test_the_shadow_overlay_mounts_a_challenger_bundle_the_service_accepts(
+    deploy_root: Path,
+) -> None:
     from serving.settings import Settings
 
-    objects = render("shadow")
+    objects = render(deploy_root, "shadow")
     (config,) = [o for k, o in objects.items() if k.startswith("ConfigMap/cats-dogs-config")]
     settings = Settings.hermetic(**config["data"])  # every key a setting, every value valid
     assert settings.challenger_model_dir is not None and 0 < settings.shadow_share <= 1
@@ -978,12 +980,13 @@ def test_the_shadow_overlay_mounts_a_challenger_bundle_the_service_accepts() -> 
     assert target["readOnly"] is True
     (copy_to,) = [m for m in copier["volumeMounts"] if m["name"] == target["name"]]
     assert copier["command"][-1].rstrip("/") == copy_to["mountPath"]
-    assert {"model.json", "model.onnx"} == {Path(a).name for a in copier["command"][1:-1]}
+    # the whole bundle folder: graph, model.json and the OOD reference model.json names
+    assert copier["command"][:-1] == ["cp", "-r", "/app/models/export/."]
     assert next(v for v in pod["volumes"] if v["name"] == target["name"])["emptyDir"]
     assert copier["securityContext"] == api["securityContext"]
     assert copier["image"].split(":")[0] != api["image"].split(":")[0]
     # A release replaces the champion's image only, never the challenger's.
-    released = render_release("shadow", "ghcr.io/someone/cats-dogs:0123abcd")
+    released = render_release(deploy_root, "shadow", "ghcr.io/someone/cats-dogs:0123abcd")
     spec = released["Deployment/cats-dogs"]["spec"]["template"]["spec"]
     assert [c["image"] for c in spec["containers"]] == ["ghcr.io/someone/cats-dogs:0123abcd"]
     assert [c["image"] for c in spec["initContainers"]] == [copier["image"]]

@@ -77,3 +77,14 @@ def test_the_app_lifespan_refuses_too(tiny_bundle_dir: Path, tmp_path: Path) -> 
     keyed = settings_for(tiny_bundle_dir, tmp_path, api_key="k-123")
     with TestClient(create_app(keyed)) as client:
         assert client.get("/model-info").status_code == 401
+
+
+def test_named_client_keys_alone_satisfy_the_check() -> None:
+    """API_KEYS (name:key pairs) without API_KEY is authentication too: the start is allowed,
+    and nothing warns that auth is off."""
+    from serving.auth_policy import auth_refusal
+    from serving.settings import Settings
+
+    named = Settings.hermetic(api_keys="alice:k-alice,bob:k-bob")
+    assert auth_refusal(named) is None
+    assert auth_refusal(Settings.hermetic()) == NO_KEY

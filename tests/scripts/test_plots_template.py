@@ -27,8 +27,8 @@ from tests.helpers.servers import free_port
 pytestmark = pytest.mark.slow  # DVC against remotes, or a browser: not the fast tier
 
 ROOT = Path(__file__).resolve().parents[2]
-VEGA_PLOTS = 5  # loss, accuracy, confusion matrix, ROC, precision-recall
-IMAGE_PLOTS = 2  # the gallery of confidently wrong photos, the disputed labels
+VEGA_PLOTS = 6  # loss, accuracy, confusion matrix, ROC, precision-recall, reliability
+IMAGE_PLOTS = 3  # reliability figure, the gallery of confidently wrong photos, disputed labels
 
 # No network: names resolve to nothing, and any proxied request goes to a closed port.
 CHROMIUM_FLAGS = [
@@ -72,11 +72,18 @@ def write_plot_data(repo: Path) -> None:
         "evaluate/roc.csv": [["fpr", "tpr", "threshold"], [0, 0, 1], [0.1, 0.8, 0.6], [1, 1, 0]],
         "evaluate/pr.csv": [["recall", "precision", "threshold"], [1, 0.5, 0], [0.8, 0.9, 0.6],
                             [0, 1, 1]],
+        "evaluate/reliability.csv": [["low", "high", "count", "confidence", "accuracy", "bin"],
+                                     [0.5, 0.75, 3, 0.6, 0.67, 0.625],
+                                     [0.75, 1.0, 9, 0.9, 0.89, 0.875]],
     }  # fmt: skip
     for name, table in rows.items():
         with (repo / "plots" / name).open("w", newline="") as f:
             csv.writer(f).writerows(table)
-    for name in ("evaluate/figures/misclassified.png", "review/disputed_labels.png"):
+    for name in (
+        "evaluate/figures/reliability.png",
+        "evaluate/figures/misclassified.png",
+        "review/disputed_labels.png",
+    ):
         Image.new("RGB", (64, 48), "steelblue").save(repo / "plots" / name)
 
 

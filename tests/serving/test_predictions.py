@@ -144,7 +144,7 @@ def test_draft_decoding_matches_full_decoding(pipeline_bundle_dir: Path) -> None
     # Uncertain photos move most; on average the probabilities barely change.
     # calibrated (temperature < 1) probabilities magnify small pixel differences
     assert float(np.abs(p_full - p_draft).mean()) < 0.05
-    assert float(np.abs(p_full - p_draft).max()) < 0.25
+    assert float(np.abs(p_full - p_draft).max()) < 0.35
     assert (p_full.argmax(1) == p_draft.argmax(1)).mean() >= 0.9
 
 

@@ -200,11 +200,16 @@ def test_estimated_accuracy_gauge_is_the_mean_confidence_of_the_window(
     fresh_app_client, min_samples: int, gauged: bool
 ) -> None:
     """The estimate is the mean confidence of the four answers (labels play no part), with
-    a Poisson-binomial lower bound; NaN below DRIFT_MIN_SAMPLES; no OOD flags, so NaN."""
+    a Poisson-binomial lower bound; NaN below DRIFT_MIN_SAMPLES, like the flagged share."""
     app_client = fresh_app_client(drift_min_samples=min_samples)
     answers = [upload(app_client, p.read_bytes()).json() for p in PHOTOS[:4]]
     # The last feedback waits for its prediction, so the store holds all four now.
-    app_client.post("/feedback", json={"request_id": answers[-1]["request_id"], "label": "dog"})
+    last = answers[-1]
+    app_client.post(
+        "/feedback",
+        json={"request_id": last["request_id"], "feedback_token": last["feedback_token"],
+              "label": "dog"},
+    )  # fmt: skip
     text = app_client.get("/metrics").text
     confidences = np.array([a["confidence"] for a in answers])
     estimate, lower = (
@@ -217,4 +222,8 @@ def test_estimated_accuracy_gauge_is_the_mean_confidence_of_the_window(
         assert lower == pytest.approx(max(0.0, confidences.mean() - half), abs=1e-6)
     else:
         assert np.isnan(estimate) and np.isnan(lower)
-    assert np.isnan(_gauge(text, "model_ood_flagged_share"))  # the tiny bundle has no OOD
+    share = _gauge(text, "model_ood_flagged_share")  # the tiny bundle flags some photos
+    if gauged:
+        assert share == pytest.approx(np.mean([a["ood_flag"] for a in answers]))
+    else:
+        assert np.isnan(share)

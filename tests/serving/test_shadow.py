@@ -4,6 +4,7 @@ scored beside it without touching the served answers."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 import sqlite3
@@ -96,8 +97,8 @@ def test_a_registry_record_that_does_not_fit_is_not_trusted(
     ("change", "said"),
     [({"classes": ["dog", "cat"]}, "classes"), ({"size": 96}, "input size")],
 )
-def test_an_incompatible_challenger_keeps_the_service_not_ready_saying_why(
-    change: dict, said: str, bundle_dir: Path, tmp_path: Path, fresh_app_client
+def test_an_incompatible_challenger_keeps_the_service_not_ready_and_logs_why(
+    change: dict, said: str, bundle_dir: Path, tmp_path: Path, fresh_app_client, caplog
 ) -> None:
     challenger = copy_bundle(bundle_dir, tmp_path / "challenger")
     manifest = json.loads((challenger / "model.json").read_text())
@@ -107,10 +108,18 @@ def test_an_incompatible_challenger_keeps_the_service_not_ready_saying_why(
     else:
         manifest.update(change)
     (challenger / "model.json").write_text(json.dumps(manifest))
-    client = fresh_app_client(challenger_model_dir=challenger)
-    ready = client.get("/health/ready")
+    service_log = logging.getLogger("serving")  # JSON to stdout, not propagated
+    service_log.addHandler(caplog.handler)
+    try:
+        client = fresh_app_client(challenger_model_dir=challenger)
+        ready = client.get("/health/ready")
+    finally:
+        service_log.removeHandler(caplog.handler)
     assert ready.status_code == 503
-    assert said in ready.text and "Challenger" in ready.text
+    # /health is unauthenticated: it says only that the bundle did not load; the log says why.
+    assert "could not be loaded" in ready.text and said not in ready.text
+    logged = " ".join(r.getMessage() + str(r.exc_info) for r in caplog.records)
+    assert said in logged and "hallenger" in logged
     assert upload(client, PHOTOS[0].read_bytes()).status_code == 503
 
 
