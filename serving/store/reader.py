@@ -144,14 +144,19 @@ SHADOW_SQLITE_CHECK = "SELECT 1 FROM sqlite_master WHERE type='table' AND name='
 def read_shadow(config: StoreConfig, span: TimeRange | None = None) -> list[ShadowPair]:
     """The photos a challenger scored in `span` (of the served predictions' times), with
     both answers and the true label when it came. Raises StoreError when unreachable."""
+    rows = _read(_shadow_rows, config, span or TimeRange())
+    return [ShadowPair(*row) for row in rows]
+
+
+def _read(rows_of, config: StoreConfig, span: TimeRange) -> list[tuple]:
+    """`rows_of(config, span)`, with a database failure said as a StoreError."""
     try:
-        rows = _shadow_rows(config, span or TimeRange())
+        return rows_of(config, span)
     except Exception as exc:
         reason = classify(exc)
         if reason is None:
             raise
         raise StoreError(reason, f"{config.describe()}: {exc}".strip()) from exc
-    return [ShadowPair(*row) for row in rows]
 
 
 def read_predictions(
@@ -159,12 +164,6 @@ def read_predictions(
 ) -> list[LabelledPrediction]:
     """The predictions in `span` (oldest first) with their true labels, whenever the
     feedback came. Raises StoreError when the store cannot be reached."""
-    try:
-        rows = _rows(config, span or TimeRange())
-    except Exception as exc:
-        reason = classify(exc)
-        if reason is None:
-            raise
-        raise StoreError(reason, f"{config.describe()}: {exc}".strip()) from exc
+    rows = _read(_rows, config, span or TimeRange())
     n = len(PredictionRecord.COLUMNS)
     return [LabelledPrediction(PredictionRecord.from_row(row[:n]), row[n]) for row in rows]

@@ -65,24 +65,11 @@ def test_feedback_edge_cases(fresh_app_client, tmp_path: Path) -> None:
     answers = [upload(app_client, p.read_bytes()).json() for p in PHOTOS[:4]]
     first = answers[0]
     post = app_client.post
-    ok = post(
-        "/feedback",
-        json={
-            "request_id": first["request_id"],
-            "feedback_token": first["feedback_token"],
-            "label": first["label"],
-        },
-    )
+    body = {k: first[k] for k in ("request_id", "feedback_token")} | {"label": first["label"]}
+    ok = post("/feedback", json=body)
     assert ok.status_code == 200, ok.text
     assert ok.json()["stored"] is True and ok.json()["correct"] is True
-    again = post(
-        "/feedback",
-        json={
-            "request_id": first["request_id"],
-            "feedback_token": first["feedback_token"],
-            "label": first["label"],
-        },
-    )
+    again = post("/feedback", json=body)
     assert again.status_code == 200 and again.json()["stored"] is False
     flipped = "cat" if first["label"] == "dog" else "dog"
     conflict = post(
