@@ -308,10 +308,12 @@ def described(
 
 
 def bundle_version(onnx_digest: str, ood: OodSpec | None) -> str:
-    """The graph's hash, combined with the OOD reference's so that changes it too."""
+    """The graph's hash, combined with the whole OOD description (its file's hash, method,
+    k, threshold): any of them changes what /predict answers, so each changes the version."""
     if ood is None:
         return onnx_digest[:12]
-    return hashlib.sha256(f"{onnx_digest}:{ood.sha256}".encode()).hexdigest()[:12]
+    described = ood.model_dump_json()  # fields in their declared order: stable
+    return hashlib.sha256(f"{onnx_digest}:{described}".encode()).hexdigest()[:12]
 
 
 def training_environment(paths: Paths) -> Environment | None:

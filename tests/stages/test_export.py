@@ -143,3 +143,25 @@ def test_the_served_graph_divides_logits_by_the_temperature_and_outputs_features
     assert np.allclose(int8_probs.sum(1), 1.0, atol=1e-5) and int8_feats.shape == feats.shape
     # the temperature's Mul stays float: int8 confidences track the float ones closely
     assert np.abs(int8_probs - probs).max() < 0.1
+
+
+def test_the_bundle_version_changes_with_any_part_of_the_ood_description() -> None:
+    """k or the threshold change what /predict answers: same graph and reference file,
+    another version (a gate comparing them must not call them the same bundle)."""
+    from contracts.bundle import OodSpec
+    from stages.export import bundle_version
+
+    spec = OodSpec(
+        method="knn", file="ood.npz", sha256="0" * 64, feature_output="features",
+        feature_dim=8, k=10, threshold=0.5, pass_rate=0.95, reference_photos=100,
+        threshold_photos=50,
+    )  # fmt: skip
+    versions = {
+        bundle_version("a" * 64, spec),
+        bundle_version("a" * 64, spec.model_copy(update={"k": 5})),
+        bundle_version("a" * 64, spec.model_copy(update={"threshold": 0.6})),
+        bundle_version("b" * 64, spec),
+        bundle_version("a" * 64, None),
+    }
+    assert len(versions) == 5
+    assert bundle_version("a" * 64, spec) == bundle_version("a" * 64, spec)

@@ -15,6 +15,7 @@ import pytest
 import torch
 import yaml
 
+from contracts.bundle import OodSpec
 from contracts.imaging import load, to_batch
 from stages.lightning_module import load_classifier
 from tests.conftest import EXPERIMENT_NAME
@@ -109,8 +110,9 @@ def test_bundle_manifest_follows_the_contract(bundle_dir: Path, pipeline_repo: P
     digest = hashlib.sha256((bundle_dir / "model.onnx").read_bytes()).hexdigest()
     ood = hashlib.sha256((bundle_dir / "ood.npz").read_bytes()).hexdigest()
     assert manifest["sha256"] == digest and manifest["ood"]["sha256"] == ood
-    # the version covers the graph and the OOD reference
-    assert manifest["version"] == hashlib.sha256(f"{digest}:{ood}".encode()).hexdigest()[:12]
+    # the version covers the graph and the whole OOD description (file hash, k, threshold)
+    described = OodSpec.model_validate(manifest["ood"]).model_dump_json()
+    assert manifest["version"] == hashlib.sha256(f"{digest}:{described}".encode()).hexdigest()[:12]
     assert manifest["calibration"]["temperature"] > 0 and manifest["calibration"]["bins"] == 15
     assert manifest["classes"] == ["cat", "dog"]
     assert manifest["input"]["size"] == 128 and manifest["output"]["kind"] == "probabilities"
