@@ -41,9 +41,14 @@ class Lineage:
 
 
 def read_lineage(model_dir: Path, bundle_version: str) -> Lineage:
-    """The record beside the bundle, checked against the bundle it claims to describe."""
+    """The record beside the bundle (as the image places it), checked against the bundle it
+    claims to describe; in a checkout, `models/registry.json` one folder up when it names
+    this bundle (a record there of another model is simply not this one's)."""
     try:
         record = RegistryRecord.read(model_dir)
+        if record is None:
+            above = RegistryRecord.read(Path(model_dir).parent)
+            record = above if above and above.bundle_version == bundle_version else None
     except RegistryError as exc:
         log.error("%s", exc, extra={"fields": {"event": "registry"}})
         return Lineage(error=str(exc))

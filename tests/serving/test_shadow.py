@@ -73,6 +73,22 @@ def test_model_info_and_the_info_metric_carry_the_registry_record(
         assert f'{label}="{value}"' in line, (label, line)
 
 
+@pytest.mark.parametrize("names_this_bundle", [True, False])
+def test_a_checkouts_record_one_folder_up_counts_only_for_its_bundle(
+    names_this_bundle: bool, bundle_dir: Path, tmp_path: Path, fresh_app_client
+) -> None:
+    """`python -m serving` over models/export reads models/registry.json (where the gate
+    writes it) when it names this bundle; another model's record there is not an error."""
+    served = copy_bundle(bundle_dir, tmp_path / "export")
+    record = (
+        record_for(served) if names_this_bundle else record_for(served, bundle_version="b" * 12)
+    )
+    record.write(tmp_path)
+    info = fresh_app_client(model_dir=served).get("/model-info").json()
+    assert info["promoted"] is names_this_bundle and info["registry_error"] is None
+    assert info["registry"] == (record.model_dump() if names_this_bundle else None)
+
+
 @pytest.mark.parametrize("fault", ["another bundle", "not json"])
 def test_a_registry_record_that_does_not_fit_is_not_trusted(
     fault: str, bundle_dir: Path, tmp_path: Path, fresh_app_client
