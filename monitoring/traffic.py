@@ -228,8 +228,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     ap.add_argument(
         "--shift", action="append", choices=SHIFTS, default=None,
         help=f"covariate shift, repeatable: darken (x{DARKEN_FACTOR}), blur (radius "
-        f"{BLUR_RADIUS_SHARE:.0%} of the shorter side), grayscale, crop (the top-left "
-        f"{CROP_SHARE:.0%} of each side)",
+        f"{BLUR_RADIUS_SHARE * 100:.0f}%% of the shorter side), grayscale, crop (the "
+        f"top-left {CROP_SHARE * 100:.0f}%% of each side)",
     )  # fmt: skip
     ap.add_argument("--api-key", default=os.environ.get("API_KEY"), help="[env API_KEY]")
     ap.add_argument("--timeout", type=float, default=30.0)

@@ -78,3 +78,13 @@ def test_named_shifts_blur_crop_darken_and_drop_colour() -> None:
     assert crop.shape[:2] == (round(h * traffic.CROP_SHARE), round(w * traffic.CROP_SHARE))
     with pytest.raises(ValueError, match="unknown shift"):
         traffic.shift_image(data, False, None, ("sepia",))
+
+
+@pytest.mark.parametrize("command", ["simulate", "report"])
+def test_every_command_explains_itself(command: str, capsys: pytest.CaptureFixture) -> None:
+    """`--help` renders (a bare % in a help text once crashed argparse)."""
+    from monitoring import cli
+
+    with pytest.raises(SystemExit) as done:
+        cli.main([command, "--help"])
+    assert done.value.code == 0 and "usage:" in capsys.readouterr().out
