@@ -86,12 +86,15 @@ step "kubectl kustomize every overlay, validated against the Kubernetes API sche
 mkdir -p "$tmp/project"
 cp -r deployment "$tmp/project/"
 rm -rf "$tmp"/project/deployment/kubernetes/overlays/*/secrets
+# Every overlay refuses first (shadow builds on production: it needs production's secrets).
 for overlay in deployment/kubernetes/overlays/*/; do
-  name=$(basename "$overlay")
   if "$kubectl" kustomize "$tmp/project/$overlay" > /dev/null 2>&1; then
-    echo "overlay $name renders without its secrets: it must require them" >&2
+    echo "overlay $(basename "$overlay") renders without its secrets: it must require them" >&2
     exit 1
   fi
+done
+for overlay in deployment/kubernetes/overlays/*/; do
+  name=$(basename "$overlay")
   python scripts/make_secrets.py kubernetes "$name" --root "$tmp/project" > /dev/null
   "$kubectl" kustomize "$tmp/project/$overlay" > "$tmp/$name.yaml"
   # 1.30: the oldest version whose schema has the preStop sleep action; 1.37: the newest here.
