@@ -180,3 +180,32 @@ fi
 how=$(docker inspect -f 'user {{.Config.User}}, read-only {{.HostConfig.ReadonlyRootfs}}, cap-drop {{.HostConfig.CapDrop}}, tmpfs {{.HostConfig.Tmpfs}}' "$container")
 memory=$(docker stats --no-stream --format '{{.MemUsage}}' "$container" | cut -d/ -f1)
 echo "image $tag: $(( size / 1000000 )) MB, built in ${build_s} s on $base; ran as $how; memory ${memory% }; model $version"
+
+echo "== the batch image (Dockerfile.batch) on it: score the committed photos and a bad file"
+batch_tag=${CATSDOGS_BATCH_TAG:-cats-dogs-batch:ci}
+cp Dockerfile.batch "$context/"
+mkdir -p "$context/batch"
+cp batch/*.py batch/requirements.txt "$context/batch/"
+docker build "${build_args[@]}" -f "$context/Dockerfile.batch" --build-arg BASE="$tag" \
+  -t "$batch_tag" "$context" > "$work/build-batch.log" 2>&1 \
+  || { tail -40 "$work/build-batch.log" >&2; echo "docker build (batch) failed" >&2; exit 1; }
+photos="$work/batch-photos" out="$work/batch-out"
+mkdir -p "$photos" "$out"
+cp -r tests/data/photos/cat tests/data/photos/dog "$photos/"
+echo "not a photo" > "$photos/notes.txt"
+chmod -R a+rX "$photos" && chmod 777 "$out"   # the container runs as user 10001
+docker run --rm --network host --read-only --tmpfs /tmp --cap-drop ALL \
+  --security-opt no-new-privileges --user 10001:10001 \
+  -v "$photos:/photos:ro" -v "$out:/out" "$batch_tag" /photos --out /out/scores.csv \
+  > "$work/batch.log" 2>&1 || { tail -20 "$work/batch.log" >&2; echo "batch scoring failed" >&2; exit 1; }
+python - "$out/scores.csv" "$photos" "$version" <<'PY'
+import csv, sys
+from pathlib import Path
+rows = list(csv.DictReader(open(sys.argv[1])))
+files = [p for p in Path(sys.argv[2]).rglob("*") if p.is_file()]
+bad = [r for r in rows if r["error"]]
+assert len(rows) == len(files), f"{len(rows)} rows for {len(files)} files"
+assert [r["file"].rsplit("/", 1)[-1] for r in bad] == ["notes.txt"], bad
+assert all(r["label"] in ("cat", "dog") and r["model_version"] == sys.argv[3] for r in rows if not r["error"])
+print(f"batch image: {len(rows)} rows, {len(bad)} with its reason ({bad[0]['error']}), model {sys.argv[3]}")
+PY

@@ -22,8 +22,8 @@ done
 kubectl=$(python -c 'import sys, os; print(os.path.join(sys.prefix, "bin", "kubectl"))')
 compose_bin=$(python -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))')
 
-step "hadolint Dockerfile (no findings allowed)"
-hadolint Dockerfile
+step "hadolint Dockerfile Dockerfile.batch (no findings allowed)"
+hadolint Dockerfile Dockerfile.batch
 
 step "yamllint on the deployment YAML"
 yamllint --strict -d '{extends: default, rules: {line-length: {max: 120}, document-start: disable,

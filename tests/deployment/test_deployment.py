@@ -137,6 +137,7 @@ def test_dockerfile_recipe(dockerfile: list[Stage]) -> None:
     ]
     assert ignore[0] == "*"
     assert sorted(line[1:] for line in ignore if line.startswith("!")) == [
+        "batch/",  # Dockerfile.batch only: the serving image does not COPY it
         "contracts/",
         "models/.gitignore",  # committed: models/ exists in the context without a bundle
         "models/export/",
