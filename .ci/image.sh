@@ -165,13 +165,13 @@ port=$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); 
 container=cats-dogs-ci-$$
 # The image refuses to start without a key (or AUTH_DISABLED=true): a fresh one, as the
 # pod gets its Secret; the smoke test sends it.
-api_key=$(python -c 'import secrets; print(secrets.token_urlsafe(24))')
+api_key=$(python -c 'import secrets; print(secrets.token_hex(24))')
 docker run -d --name "$container" --network host --read-only --tmpfs /tmp \
   --cap-drop ALL --security-opt no-new-privileges --user 10001:10001 \
   -e HOST=127.0.0.1 -e PORT="$port" -e API_KEY="$api_key" "$tag" > /dev/null
 status=0
 python scripts/smoke_test.py "http://127.0.0.1:$port" --image "$(field photo)" \
-  --label "$(field label)" --expect-version "$version" --wait 90 --api-key "$api_key" || status=$?
+  --label "$(field label)" --expect-version "$version" --wait 90 --api-key="$api_key" || status=$?
 if [ "$status" -ne 0 ]; then
   docker logs "$container" 2>&1 | tail -50
   echo "The image's smoke test failed" >&2
@@ -209,3 +209,4 @@ assert [r["file"].rsplit("/", 1)[-1] for r in bad] == ["notes.txt"], bad
 assert all(r["label"] in ("cat", "dog") and r["model_version"] == sys.argv[3] for r in rows if not r["error"])
 print(f"batch image: {len(rows)} rows, {len(bad)} with its reason ({bad[0]['error']}), model {sys.argv[3]}")
 PY
+echo "batch image $batch_tag: $(( $(docker image inspect -f '{{.Size}}' "$batch_tag") / 1000000 )) MB"

@@ -194,7 +194,7 @@ smoke_pod() {
   kubectl -n "$namespace" port-forward "pod/$pod" "$port:8000" > "$work/port-forward.log" 2>&1 &
   forward_pid=$!
   python3 scripts/smoke_test.py "http://127.0.0.1:$port" --image "$photo" --label "$label" \
-    --expect-version "$MODEL_VERSION" --wait 60 ${SMOKE_API_KEY:+--api-key "$SMOKE_API_KEY"} < /dev/null \
+    --expect-version "$MODEL_VERSION" --wait 60 ${SMOKE_API_KEY:+"--api-key=$SMOKE_API_KEY"} < /dev/null \
     || status=$?
   kill "$forward_pid" 2>/dev/null || true
   wait "$forward_pid" 2>/dev/null || true
