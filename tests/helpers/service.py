@@ -45,6 +45,7 @@ def start_server(bundle_dir: Path, workdir: Path, **env: str) -> Server:
         "STORE_PATH": str(logs / "store.sqlite3"),
         "DATABASE_URL": "",
         "SHUTDOWN_GRACE_S": "20",
+        "RATE_LIMIT": "off",  # as in settings_for; tests/serving/attacks set their own
     }
     return start_service(bundle_dir, workdir, **{**defaults, **env})
 
@@ -77,6 +78,9 @@ def settings_for(bundle_dir: Path, logs: Path, **overrides: object) -> Settings:
         "store_window_ttl_s": 0,
         "inference_threads": 2,
         "decode_threads": 2,
+        # One app serves a whole module's tests from one client address: a rate limit would
+        # answer 429 at random depending on how fast they run. The attack suite sets its own.
+        "rate_limit": "off",
     }
     # No key unless a test gives one: authentication off on purpose (serving/auth_policy.py).
     base["auth_disabled"] = not overrides.get("api_key")

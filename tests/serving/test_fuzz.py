@@ -27,9 +27,9 @@ EXAMPLES_PER_OPERATION = 40
 
 @pytest.fixture(scope="module")
 def fuzzed_server(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    # Rate limits off: the fuzzer looks for 5xx answers, and 429s would hide routes from it
-    # (tests/serving/attacks checks the limits).
-    server = start_server(bundle_dir, tmp_path_factory.mktemp("fuzz"), RATE_LIMIT="off")
+    # Rate limits off (start_server's default): the fuzzer looks for 5xx answers, and 429s
+    # would hide routes from it (tests/serving/attacks checks the limits).
+    server = start_server(bundle_dir, tmp_path_factory.mktemp("fuzz"))
     yield server
     server.stop()
 
