@@ -91,6 +91,12 @@ def upload(client: TestClient, data: bytes, name: str = "photo.jpg", ctype: str 
     return client.post("/predict", files={"file": (name, data, ctype)})
 
 
+def feedback_for(answer: dict, label: str) -> dict:
+    """The /feedback body for an earlier answer: its id, its token and the true label."""
+    return {"request_id": answer["request_id"], "feedback_token": answer["feedback_token"],
+            "label": label}  # fmt: skip
+
+
 def png_with_size(width: int, height: int, mode: str = "L") -> bytes:
     """A tiny PNG whose header claims width x height pixels (a decompression bomb)."""
     data = bytearray(encode(Image.new(mode, (16, 16)), "PNG"))

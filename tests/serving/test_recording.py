@@ -12,7 +12,7 @@ from PIL import Image
 
 from contracts import drift
 from serving.store import Store, StoreConfig
-from tests.helpers.service import PHOTOS, upload
+from tests.helpers.service import PHOTOS, feedback_for, upload
 
 
 def _reader(tmp_path: Path) -> Store:
@@ -65,7 +65,7 @@ def test_feedback_edge_cases(fresh_app_client, tmp_path: Path) -> None:
     answers = [upload(app_client, p.read_bytes()).json() for p in PHOTOS[:4]]
     first = answers[0]
     post = app_client.post
-    body = {k: first[k] for k in ("request_id", "feedback_token")} | {"label": first["label"]}
+    body = feedback_for(first, first["label"])
     ok = post("/feedback", json=body)
     assert ok.status_code == 200, ok.text
     assert ok.json()["stored"] is True and ok.json()["correct"] is True
@@ -119,14 +119,7 @@ def test_drift_gauges_are_fed_by_the_drift_report(
     app_client = fresh_app_client()
     answers = [upload(app_client, p.read_bytes()).json() for p in PHOTOS[:5]]
     # The last feedback waits for its prediction, so the store holds all five now.
-    app_client.post(
-        "/feedback",
-        json={
-            "request_id": answers[-1]["request_id"],
-            "feedback_token": answers[-1]["feedback_token"],
-            "label": "cat",
-        },
-    )
+    app_client.post("/feedback", json=feedback_for(answers[-1], "cat"))
     seen: dict = {}
 
     def drift_report(reference, labels, confidences, brightness, classes, min_samples):
@@ -165,14 +158,7 @@ def test_drift_gauges_wait_for_the_drift_min_samples_setting(
     """Four predictions in the window: a figure with DRIFT_MIN_SAMPLES=4, none with 5."""
     app_client = fresh_app_client(drift_min_samples=min_samples)
     answers = [upload(app_client, p.read_bytes()).json() for p in PHOTOS[:4]]
-    app_client.post(
-        "/feedback",
-        json={
-            "request_id": answers[-1]["request_id"],
-            "feedback_token": answers[-1]["feedback_token"],
-            "label": "cat",
-        },
-    )
+    app_client.post("/feedback", json=feedback_for(answers[-1], "cat"))
     text = app_client.get("/metrics").text
     assert ('model_drift_psi{feature="confidence"}' in text) is gauged
 
@@ -191,12 +177,7 @@ def test_estimated_accuracy_gauge_is_the_mean_confidence_of_the_window(
     app_client = fresh_app_client(drift_min_samples=min_samples)
     answers = [upload(app_client, p.read_bytes()).json() for p in PHOTOS[:4]]
     # The last feedback waits for its prediction, so the store holds all four now.
-    last = answers[-1]
-    app_client.post(
-        "/feedback",
-        json={"request_id": last["request_id"], "feedback_token": last["feedback_token"],
-              "label": "dog"},
-    )  # fmt: skip
+    app_client.post("/feedback", json=feedback_for(answers[-1], "dog"))
     text = app_client.get("/metrics").text
     confidences = np.array([a["confidence"] for a in answers])
     estimate, lower = (
