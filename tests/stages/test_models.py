@@ -13,7 +13,7 @@ from stages.lightning_module import build_model
 from stages.models import (
     efficientnet_lite0,
     fold_batch_norms,
-    pretrained_lite0_state_dict,
+    pretrained_lite_state_dict,
     rename_lite0_key,
 )
 from tests.helpers.config import composed
@@ -25,7 +25,7 @@ MODELS = sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml"))
 
 @pytest.mark.parametrize("model_name", MODELS)
 def test_every_model_choice_builds_and_runs_forward(model_name: str) -> None:
-    assert {"cnn", "efficientnet_lite0"} <= set(MODELS)
+    assert {"cnn", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"} <= set(MODELS)
     cfg = composed([f"model={model_name}"])
     net = build_model(cfg["model"], num_classes=2).eval()
     with torch.inference_mode():
@@ -38,13 +38,19 @@ def test_every_model_choice_builds_and_runs_forward(model_name: str) -> None:
     assert optimizer.param_groups[0]["lr"] > 0
 
 
-def test_pretrained_weights_load_strictly_and_recognise_photos() -> None:
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
+def test_pretrained_weights_of_every_lite_variant_load_strictly(name: str) -> None:
     import timm
 
-    net = timm.create_model("efficientnet_lite0", pretrained=False)
-    state = pretrained_lite0_state_dict(net)
+    net = timm.create_model(name, pretrained=False)
+    state = pretrained_lite_state_dict(name, net)
     assert set(state) == set(net.state_dict())
     net.load_state_dict(state, strict=True)
+    with pytest.raises(ValueError, match="no offline ImageNet weights"):
+        pretrained_lite_state_dict("efficientnet_lite4", net)
+
+
+def test_frozen_blocks_freeze_the_first_stages_only() -> None:
     model = efficientnet_lite0(num_classes=2, pretrained=True, frozen_blocks=4)
     frozen = [p.requires_grad for p in model.net.blocks[3].parameters()]
     assert not any(frozen) and all(p.requires_grad for p in model.net.blocks[4].parameters())
