@@ -14,21 +14,39 @@ from torchvision.transforms import v2
 
 
 class PreparedSplit(Dataset):
-    """One split written by prepare: uint8 [N, S, S, 3] memory-mapped, plus labels."""
+    """One split written by prepare: uint8 [N, S, S, 3] memory-mapped, plus labels.
 
-    def __init__(self, prepared_dir: Path, split: str, transform: nn.Module | None = None):
+    With `teacher_logits` (one row per photo, from the teacher stage) each item also
+    carries the teacher's answer for distillation.
+    """
+
+    def __init__(
+        self,
+        prepared_dir: Path,
+        split: str,
+        transform: nn.Module | None = None,
+        teacher_logits: Path | None = None,
+    ):
         self.images = np.load(prepared_dir / f"{split}_images.npy", mmap_mode="r")
         self.labels = np.load(prepared_dir / f"{split}_labels.npy")
         self.transform = transform
+        self.teacher = None if teacher_logits is None else np.load(teacher_logits)
+        if self.teacher is not None and len(self.teacher) != len(self.labels):
+            raise SystemExit(
+                f"{teacher_logits} has {len(self.teacher)} rows for {len(self.labels)} {split} "
+                "photos: the teacher stage ran on other prepared photos; run dvc repro."
+            )
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
         image = torch.from_numpy(np.array(self.images[index])).permute(2, 0, 1)  # uint8 CHW
         if self.transform is not None:
             image = self.transform(image)
-        return image, int(self.labels[index])
+        if self.teacher is None:
+            return image, int(self.labels[index])
+        return image, int(self.labels[index]), torch.from_numpy(self.teacher[index].copy())
 
 
 def augmentation(
@@ -67,6 +85,7 @@ class PreparedData(L.LightningDataModule):
         num_workers: int,
         augment: dict,
         train_size: int | list[int] | None = None,
+        teacher_logits: Path | None = None,
     ):
         super().__init__()
         self.prepared_dir = Path(prepared_dir)
@@ -81,6 +100,7 @@ class PreparedData(L.LightningDataModule):
             raise SystemExit(f"data.train_size must be a size or a list of sizes, not {train_size}")
         self.train_sizes = [int(size or self.image_size) for size in sizes]
         self.batch_size, self.num_workers, self.augment = batch_size, num_workers, augment
+        self.teacher_logits = teacher_logits
 
     @property
     def progressive(self) -> bool:
@@ -90,9 +110,11 @@ class PreparedData(L.LightningDataModule):
     def train_size(self, epoch: int) -> int:
         return self.train_sizes[min(epoch, len(self.train_sizes) - 1)]
 
-    def _loader(self, split: str, transform: nn.Module | None, shuffle: bool) -> DataLoader:
+    def _loader(
+        self, split: str, transform: nn.Module | None, shuffle: bool, teacher: Path | None = None
+    ) -> DataLoader:
         return DataLoader(
-            PreparedSplit(self.prepared_dir, split, transform),
+            PreparedSplit(self.prepared_dir, split, transform, teacher),
             batch_size=self.batch_size,
             shuffle=shuffle,
             num_workers=self.num_workers,
@@ -102,7 +124,8 @@ class PreparedData(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
         size = self.train_size(epoch)
-        return self._loader("train", augmentation(size, **self.augment), shuffle=True)
+        transform = augmentation(size, **self.augment)
+        return self._loader("train", transform, shuffle=True, teacher=self.teacher_logits)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", None, shuffle=False)

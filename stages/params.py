@@ -40,6 +40,7 @@ class Paths:
     plots: Path
     label_fixes: Path | None = None  # reviewed corrections (stages.label_fixes); None: none
     drop_hashes: Path | None = None  # content hashes of known placeholders; None: none
+    teacher: Path = Path("models/teacher")  # the distillation teacher's output (stages.teacher)
 
     @classmethod
     def from_params(cls, params: DictConfig) -> Paths:
@@ -93,6 +94,19 @@ class Paths:
     @property
     def train_history(self) -> Path:
         return self.plots / "train" / "history.csv"
+
+    @property
+    def teacher_logits(self) -> Path:
+        """The teacher's logits, one row per training photo; absent when no teacher is set."""
+        return self.teacher / "train_logits.npy"
+
+    @property
+    def teacher_recipe(self) -> Path:
+        return self.teacher / "recipe.json"
+
+    @property
+    def teacher_report(self) -> Path:
+        return self.metrics / "teacher.json"
 
 
 def repo_root() -> Path:

@@ -100,7 +100,10 @@ def main() -> None:
     for noise in (".*does not have many workers.*", ".*exists and is not empty.*", ".*LeafSpec.*"):
         warnings.filterwarnings("ignore", noise)
 
-    data = PreparedData(paths.prepared, **cfg["data"])
+    teacher = paths.teacher_logits if paths.teacher_logits.exists() else None
+    data = PreparedData(paths.prepared, **cfg["data"], teacher_logits=teacher)
+    if teacher is not None:
+        print(f"train: distilling the teacher's logits in {teacher}")
     model = Classifier(
         model=cfg["model"],
         optimizer=cfg["optimizer"],
