@@ -20,13 +20,13 @@ from stages import paired_stats
 CARD_FILE = "MODEL_CARD.md"
 
 
-def test_names(manifest_csv: Path, count: int) -> list[str]:
-    """Each test photo's file (prepare's manifest), by its index in the test split."""
-    names = [f"test #{i}" for i in range(count)]
+def test_names(manifest_csv: Path, count: int, split: str = "test") -> list[str]:
+    """Each photo's file (prepare's manifest), by its index in the split (test by default)."""
+    names = [f"{split} #{i}" for i in range(count)]
     if manifest_csv.is_file():
         with manifest_csv.open() as rows:
             for r in csv.DictReader(rows):
-                if r["split"] == "test" and int(r["index"]) < count:
+                if r["split"] == split and int(r["index"]) < count:
                     names[int(r["index"])] = r["file"]
     return names
 

@@ -1,11 +1,12 @@
 """The promotion gate: should this challenger replace the champion? (docs/lifecycle.md)
 
-    python -m stages.promote CHALLENGER [--champion CHAMPION] [--extra-photos DIR] [--dry-run]
+    python -m stages.promote CHALLENGER [--champion CHAMPION] [--extra-photos DIR]
+                             [--with-validation] [--dry-run]
 
 CHALLENGER and CHAMPION are bundle folders or git revisions / DVC experiment names, whose
 bundle (paths.export) is materialised with `dvc get`. The champion defaults to `main`:
-the bundle main's dvc.lock names. Both are scored on the test split (plus the labelled
-photos in DIR/<class>/), compared with paired statistics and judged by params.yaml's
+the bundle main's dvc.lock names. Both are scored on the test split (plus the validation
+split with --with-validation, and the labelled photos in DIR/<class>/), compared with paired statistics and judged by params.yaml's
 `promotion` rules. Writes metrics/promotion.json and plots/promotion/report.md; on
 acceptance (unless --dry-run) registers the challenger, moves the alias `champion`,
 writes models/registry.json and appends to docs/promotions.md. Exit status: 0 accepted
@@ -53,11 +54,12 @@ def materialise(ref: str, paths: Paths) -> Path:
     return out
 
 
-def test_photos(paths: Paths) -> promotion.Photos:
-    """The prepared test split, each photo named by its file in the prepare manifest."""
-    images = np.load(paths.split_images("test"), mmap_mode="r")
-    labels = np.load(paths.split_labels("test"))
-    return promotion.Photos(np.asarray(images), labels, test_names(paths.manifest, len(labels)))
+def test_photos(paths: Paths, split: str = "test") -> promotion.Photos:
+    """A prepared split (test unless told), each photo named by its file in the manifest."""
+    images = np.load(paths.split_images(split), mmap_mode="r")
+    labels = np.load(paths.split_labels(split))
+    names = test_names(paths.manifest, len(labels), split)
+    return promotion.Photos(np.asarray(images), labels, names)
 
 
 def extra_photos(folder: Path, classes: list[str], size: int) -> promotion.Photos:
@@ -92,6 +94,12 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("challenger", help="bundle folder, git revision or experiment name")
     parser.add_argument("--champion", default="main", help="bundle folder or revision (main)")
     parser.add_argument("--extra-photos", type=Path, help="more labelled photos: DIR/<class>/")
+    parser.add_argument(
+        "--with-validation",
+        action="store_true",
+        help="also score the validation split: twice the photos for comparing recipes (both "
+        "bundles' training picked its epoch and temperature on it)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="decide only: register nothing")
     parser.add_argument("--output", type=Path, help="JSON (default metrics/promotion.json)")
     parser.add_argument("--report", type=Path, default=REPORT, help=f"markdown ({REPORT})")
@@ -111,6 +119,8 @@ def judge(args: argparse.Namespace, params, paths: Paths):
     champion_dir = materialise(args.champion, paths)
     challenger_dir = materialise(args.challenger, paths)
     photos = test_photos(paths)
+    if args.with_validation:
+        photos = joined(photos, test_photos(paths, "val"))
     if args.extra_photos:
         classes = BundleManifest.read(challenger_dir).classes
         photos = joined(photos, extra_photos(args.extra_photos, classes, photos.images.shape[1]))

@@ -91,6 +91,8 @@ def gate_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     prepared.mkdir(parents=True)
     np.save(prepared / "test_images.npy", images)
     np.save(prepared / "test_labels.npy", labels)
+    np.save(prepared / "val_images.npy", images[::3])  # a stand-in validation split
+    np.save(prepared / "val_labels.npy", labels[::3])
     params = composed()
     params["paths"] = {k: str(root / v) for k, v in params["paths"].items()}
     params["promotion"]["bootstrap"]["samples"] = 500
@@ -122,6 +124,17 @@ def test_the_gate_refuses_a_weaker_bundle_and_registers_nothing(gate_repo, monke
     assert not (gate_repo / "models" / "registry.json").exists()
     report = (gate_repo / "plots" / "promotion" / "report.md").read_text()
     assert "REFUSED" in report and "disagreements.png" in report
+
+
+@pytest.mark.slow
+def test_with_validation_the_gate_compares_on_both_splits(gate_repo, monkeypatch) -> None:
+    """Recipes compare on twice the photos: the validation split joins the test split."""
+    args = ["weak", "--champion", "strong", "--dry-run", "--with-validation"]
+    code, result = run_gate(gate_repo, monkeypatch, *args)
+    test = len(np.load(gate_repo / "data/prepared/test_labels.npy"))
+    val = len(np.load(gate_repo / "data/prepared/val_labels.npy"))
+    assert result["photos"] == test + val and code == 1
+    assert not (gate_repo / "models" / "registry.json").exists()
 
 
 @pytest.mark.slow
