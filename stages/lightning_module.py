@@ -76,6 +76,8 @@ class Classifier(L.LightningModule):
         logits = self(mixed.images if mixed is not None else images)
         if stage != "train":
             loss = F.cross_entropy(logits, labels)
+        elif mixed is None and teacher is None:  # the default: exactly the plain loss
+            loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
         elif mixed is None:
             loss = self._train_loss(logits, labels, teacher).mean()
         else:
