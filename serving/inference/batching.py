@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from contracts.imaging import to_batch
+from serving.cpu_stages import StageCpu
 from serving.refusals import Refused
 
 log = logging.getLogger("serving.batching")
@@ -61,12 +62,14 @@ class MicroBatcher:
         retry_after_s: int = 1,
         restart_delay_s: float = 1.0,
         max_restarts: int = 5,
+        cpu: StageCpu | None = None,
     ) -> None:
         self._predict = predict
         self.max_size = max(1, max_size)
         self.max_wait_s = max(0.0, max_wait_s)
         self.max_queue = max(1, max_queue)
         self._on_batch = on_batch
+        self._cpu = cpu
         self.retry_after_s = retry_after_s
         self.restart_delay_s = restart_delay_s
         self.max_restarts = max_restarts
@@ -136,7 +139,8 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         try:
-            probs = await loop.run_in_executor(self._executor, self._infer, jobs)
+            infer = self._cpu.timed("inference", self._infer) if self._cpu else self._infer
+            probs = await loop.run_in_executor(self._executor, infer, jobs)
         except Exception as exc:  # a failed batch (MemoryError too) fails its jobs only
             if not isinstance(exc, _Abandoned):
                 log.error("Inference failed for %d job(s): %r", len(jobs), exc)
