@@ -51,6 +51,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from loadtest.clients import run_clients, summary
@@ -127,10 +128,12 @@ def measure(
     """One load run; with `service`, also its CPU by stage and mean batch (from /metrics)."""
     asyncio.run(run_clients(port, groups, warmup))
     series = scrape(port, SERVICE_SERIES) if service else {}
-    cpu_before = tree_cpu_s(process.pid)
+    cpu_before, clients_before = tree_cpu_s(process.pid), time.process_time()
     with PeakMemory(process.pid) as memory:
         tally, elapsed = asyncio.run(run_clients(port, groups, duration))
     row = summary(tally, elapsed)
+    # The clients share the machine: their CPU is what the servers could not have.
+    row["client_cores"] = (time.process_time() - clients_before) / elapsed
     row["peak_rss_mb"] = memory.peak
     answered = sum(sum(by.values()) for by in tally.statuses.values())
     row["cpu_s"] = tree_cpu_s(process.pid) - cpu_before
@@ -196,6 +199,8 @@ def print_speed(args: argparse.Namespace, photos: list[Path], rows: dict, limit:
     split = rows["service"]["cpu_ms_by_stage"]
     print("\nservice CPU ms per request: " + ", ".join(f"{k} {v:.2f}" for k, v in split.items())
           + f"; mean batch {rows['service']['mean_batch']:.2f} images per ONNX Runtime call")  # fmt: skip
+    clients = ", ".join(f"{names[k]} {r['client_cores']:.2f}" for k, r in rows.items())
+    print(f"cores used by the load generator (same machine) against each: {clients}")
     print(f"limit: {limit['cores']} cores x 1000 / ({limit['graph_ms']:.2f} ms graph at batch "
           f"{limit['batch']} + {limit['decode_ms']:.2f} ms decode) = "
           f"{limit['photos_per_s']:.0f} photos/s")  # fmt: skip
