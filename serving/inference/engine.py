@@ -68,6 +68,7 @@ class Engine:
             on_batch=self._on_batch,
             retry_after_s=s.retry_after_s,
             cpu=self.cpu,
+            workers=s.inference_workers,
         )
         if self.cpu is not None:
             self.cpu.adopt("inference", self.model.pool_threads)
@@ -82,8 +83,9 @@ class Engine:
         self.warmed = True
         manifest = self.model.manifest
         log.info(
-            "Model %s %s (%s) ready (%d inference threads, batch up to %d, wait %.1f ms)",
-            manifest.name, manifest.version, manifest.precision, s.inference_threads,
+            "Model %s %s (%s) ready (%d x %d inference threads, batch up to %d, wait %.1f ms)",
+            manifest.name, manifest.version, manifest.precision, s.inference_workers,
+            s.inference_threads,
             s.batch_max_size, s.batch_max_wait_ms,
             extra={"fields": {"event": "ready", "model_version": manifest.version}},
         )  # fmt: skip
