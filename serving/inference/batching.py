@@ -4,8 +4,9 @@ One loop task owns the model. While a batch runs in an inference thread, new req
 queue up; the next batch takes them all (up to `max_size` images, waiting at most
 `max_wait_s` for more). With `workers` inference threads, up to that many batches run at
 once (one ONNX Runtime session is safe to call from several threads): each can run the
-graph on one core without intra-op synchronisation, and the cores stay busy. A job larger than `max_size` runs alone, in chunks, with the small
-jobs that queue meanwhile run between its chunks. The queue is
+graph on one core without intra-op synchronisation, and the cores stay busy. A job
+larger than `max_size` runs alone, in chunks, with the small jobs that queue meanwhile
+run between its chunks. The queue is
 bounded so overload is refused at once instead of piling up latency, and the event loop
 never runs the model itself.
 
