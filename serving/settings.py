@@ -212,11 +212,16 @@ class Settings(BaseSettings):
     queue_max: int = Field(256, ge=1, description="images waiting for inference" + _503)
     retry_after_s: int = Field(1, ge=0, description="the `Retry-After` value sent with every 503")
     # -- speed
-    inference_threads: int = Field(
+    inference_workers: int = Field(
         default_factory=available_cpus,
         ge=1,
         json_schema_extra=_shown("CPUs the container may use"),
-        description="ONNX Runtime intra-op threads (the affinity mask, capped by the cgroup CPU quota)",
+        description="inference threads, each running one micro-batch at a time on the one ONNX Runtime session (the affinity mask, capped by the cgroup CPU quota)",
+    )
+    inference_threads: int = Field(
+        1,
+        ge=1,
+        description="ONNX Runtime intra-op threads per batch; `1`: each worker runs the graph on one core, without intra-op synchronisation",
     )
     decode_threads: int = Field(
         default_factory=available_cpus,

@@ -27,9 +27,9 @@ class AppState:
         # /explain runs ~50 inferences: a few at once would starve /predict.
         self.explain_slots = asyncio.Semaphore(settings.explain_max_concurrent)
         self.metrics = ServiceMetrics()
-        self.engine = Engine(settings, on_batch=self.metrics.observe_batch)
+        self.engine = Engine(settings, self.metrics.observe_batch, self.metrics.stage_cpu)
         self.stats = Stats(self.metrics)
-        self.recorder = Recorder(settings, self.metrics.registry)
+        self.recorder = Recorder(settings, self.metrics.registry, self.metrics.stage_cpu)
         self.shadow = Shadow(settings, self.metrics, self.recorder.store)
         self.predictor = Predictor(
             self.engine, self.recorder, on_prediction=self.stats.add, on_photo=self.shadow.offer

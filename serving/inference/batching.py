@@ -1,9 +1,12 @@
 """Micro-batching: concurrent requests share one ONNX Runtime call.
 
-One loop task owns the model. While a batch runs in the inference thread, new requests
+One loop task owns the model. While a batch runs in an inference thread, new requests
 queue up; the next batch takes them all (up to `max_size` images, waiting at most
-`max_wait_s` for more). A job larger than `max_size` runs alone, in chunks, with the small
-jobs that queue meanwhile run between its chunks. The queue is
+`max_wait_s` for more). With `workers` inference threads, up to that many batches run at
+once (one ONNX Runtime session is safe to call from several threads): each can run the
+graph on one core without intra-op synchronisation, and the cores stay busy. A job
+larger than `max_size` runs alone, in chunks, with the small jobs that queue meanwhile
+run between its chunks. The queue is
 bounded so overload is refused at once instead of piling up latency, and the event loop
 never runs the model itself.
 
@@ -26,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from contracts.imaging import to_batch
+from serving.cpu_stages import StageCpu
 from serving.refusals import Refused
 
 log = logging.getLogger("serving.batching")
@@ -61,20 +65,26 @@ class MicroBatcher:
         retry_after_s: int = 1,
         restart_delay_s: float = 1.0,
         max_restarts: int = 5,
+        cpu: StageCpu | None = None,
+        workers: int = 1,
     ) -> None:
         self._predict = predict
         self.max_size = max(1, max_size)
         self.max_wait_s = max(0.0, max_wait_s)
         self.max_queue = max(1, max_queue)
         self._on_batch = on_batch
+        self._cpu = cpu
         self.retry_after_s = retry_after_s
         self.restart_delay_s = restart_delay_s
         self.max_restarts = max_restarts
         self._jobs: deque[_Job] = deque()
         self._queued_images = 0
         self._wakeup = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self.workers = max(1, workers)
+        self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="inference")
         self._task: asyncio.Task[None] | None = None
+        self._free = asyncio.Semaphore(self.workers)
+        self._batches: set[asyncio.Task[None]] = set()  # running in an inference thread
         self._stopping = False
         self._deaths: deque[float] = deque()
         self.gave_up = False
@@ -129,14 +139,26 @@ class MicroBatcher:
             if len(jobs) == 1 and len(jobs[0].images) > self.max_size:
                 await self._run_large(jobs[0])
             elif jobs:
-                await self._run_batch(jobs)
+                await self._hand_over(jobs)
+
+    async def _hand_over(self, jobs: list[_Job]) -> None:
+        """Start a batch in a free inference thread (waiting for one to be free)."""
+        await self._free.acquire()
+        task = asyncio.get_running_loop().create_task(self._run_batch(jobs))
+        self._batches.add(task)
+        task.add_done_callback(self._batch_done)
+
+    def _batch_done(self, task: asyncio.Task[None]) -> None:
+        self._batches.discard(task)
+        self._free.release()
 
     async def _run_batch(self, jobs: list[_Job]) -> None:
         """One ONNX Runtime call (per chunk) in the inference thread; results to the jobs."""
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         try:
-            probs = await loop.run_in_executor(self._executor, self._infer, jobs)
+            infer = self._cpu.timed("inference", self._infer) if self._cpu else self._infer
+            probs = await loop.run_in_executor(self._executor, infer, jobs)
         except Exception as exc:  # a failed batch (MemoryError too) fails its jobs only
             if not isinstance(exc, _Abandoned):
                 log.error("Inference failed for %d job(s): %r", len(jobs), exc)

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from contracts import imaging
+from serving.cpu_stages import StageCpu
 from serving.refusals import Refused
 
 T = TypeVar("T")
@@ -75,13 +76,16 @@ def decode_photo(data: bytes, limits: imaging.Limits, size: int, draft: bool) ->
 class DecodePool:
     """Decode threads with a bounded queue: `run` refuses when `max_pending` jobs wait."""
 
-    def __init__(self, threads: int, max_pending: int, retry_after_s: int) -> None:
+    def __init__(
+        self, threads: int, max_pending: int, retry_after_s: int, cpu: StageCpu | None = None
+    ) -> None:
         self._executor = ThreadPoolExecutor(
             max_workers=max(1, threads), thread_name_prefix="decode"
         )
         self.max_pending = max(1, max_pending)
         self.retry_after_s = retry_after_s
         self.pending = 0  # submitted and not finished (touched on the event loop only)
+        self._cpu = cpu  # every job's CPU time counts as "decode"
 
     async def run(self, func: Callable[..., T], *args: Any) -> T:
         """Run `func` in a decode thread; a cancelled caller frees its slot if not started."""
@@ -92,7 +96,8 @@ class DecodePool:
                 self.retry_after_s,
             )
         loop = asyncio.get_running_loop()
-        job = self._executor.submit(func, *args)
+        work = self._cpu.timed("decode", func) if self._cpu else func
+        job = self._executor.submit(work, *args)
         self.pending += 1
         # The slot frees when the thread is done, not when a timed-out caller gives up.
         job.add_done_callback(lambda _: loop.call_soon_threadsafe(self._finished))

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from serving.cpu_stages import StageCpu
 from serving.inference.batching import MicroBatcher
 from serving.inference.decoding import DecodePool
 from serving.inference.onnx_model import Model
@@ -30,9 +31,13 @@ class Engine:
     """Model, decode pool and micro-batcher of one running app."""
 
     def __init__(
-        self, settings: Settings, on_batch: Callable[[int, float], None] | None = None
+        self,
+        settings: Settings,
+        on_batch: Callable[[int, float], None] | None = None,
+        cpu: StageCpu | None = None,
     ) -> None:
         self.settings = settings
+        self.cpu = cpu
         self.limits = settings.image_limits
         self._on_batch = on_batch
         self.model: Model | None = None
@@ -48,7 +53,7 @@ class Engine:
         A bundle that fails leaves the process up and not ready, saying why.
         """
         s = self.settings
-        self.decoder = DecodePool(s.decode_threads, s.decode_queue_max, s.retry_after_s)
+        self.decoder = DecodePool(s.decode_threads, s.decode_queue_max, s.retry_after_s, self.cpu)
         try:
             self.model = await asyncio.to_thread(Model, s.model_dir, s.inference_threads)
         except Exception as exc:
@@ -62,7 +67,11 @@ class Engine:
             max_queue=s.queue_max,
             on_batch=self._on_batch,
             retry_after_s=s.retry_after_s,
+            cpu=self.cpu,
+            workers=s.inference_workers,
         )
+        if self.cpu is not None:
+            self.cpu.adopt("inference", self.model.pool_threads)
         self.batcher.start()
         size, classes = self.model.size, self.model.classes
         out, _ = await self.batcher.submit(np.full((1, size, size, 3), 128, dtype=np.uint8))
@@ -74,8 +83,9 @@ class Engine:
         self.warmed = True
         manifest = self.model.manifest
         log.info(
-            "Model %s %s (%s) ready (%d inference threads, batch up to %d, wait %.1f ms)",
-            manifest.name, manifest.version, manifest.precision, s.inference_threads,
+            "Model %s %s (%s) ready (%d x %d inference threads, batch up to %d, wait %.1f ms)",
+            manifest.name, manifest.version, manifest.precision, s.inference_workers,
+            s.inference_threads,
             s.batch_max_size, s.batch_max_wait_ms,
             extra={"fields": {"event": "ready", "model_version": manifest.version}},
         )  # fmt: skip

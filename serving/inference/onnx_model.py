@@ -14,6 +14,7 @@ import onnxruntime as ort
 
 from contracts.bundle import BundleError, BundleManifest
 from contracts.ood import FEATURES_OUTPUT, OodScorer
+from serving.cpu_stages import native_threads
 
 __all__ = ["BundleError", "Model"]
 
@@ -36,9 +37,12 @@ class Model:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Spinning threads burn the cores that decoding and HTTP need between batches.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        before = native_threads()
         self.session = ort.InferenceSession(
             str(model_file), options, providers=["CPUExecutionProvider"]
         )
+        # ONNX Runtime's intra-op pool: its CPU time is inference (serving/cpu_stages.py).
+        self.pool_threads = native_threads() - before
         self.input_name = self.session.get_inputs()[0].name
         self.classes = self.manifest.classes
         self.size = self.manifest.size

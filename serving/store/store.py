@@ -16,6 +16,7 @@ from dataclasses import replace
 
 from prometheus_client import CollectorRegistry
 
+from serving.cpu_stages import StageCpu
 from serving.store.config import StoreConfig
 from serving.store.database import Database, StoreError
 from serving.store.metrics import StoreMetrics
@@ -63,12 +64,17 @@ class LabelConflict(Exception):
 class Store:
     """Predictions and true labels of every replica, in SQLite or PostgreSQL."""
 
-    def __init__(self, config: StoreConfig, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        config: StoreConfig,
+        registry: CollectorRegistry | None = None,
+        cpu: StageCpu | None = None,
+    ) -> None:
         self.config = config
         self.db = Database(config)
         self.metrics = StoreMetrics(registry)
         self.writer = PredictionWriter(
-            self.db, config, self.metrics.written.inc, self._count_loss, self.ensure_schema
+            self.db, config, self.metrics.written.inc, self._count_loss, self.ensure_schema, cpu
         )
         self.metrics.watch(lambda: self.writer.queued, lambda: float(self.writer.available))
         self._schema_ready = False

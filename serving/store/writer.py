@@ -16,6 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from serving.cpu_stages import StageCpu
 from serving.store.config import StoreConfig
 from serving.store.database import Database, StoreError
 from serving.store.records import PredictionRecord
@@ -39,8 +40,10 @@ class PredictionWriter:
         on_written: Callable[[int], None],
         on_lost: Callable[[str, int], None],
         ensure_schema: Callable[[], None],
+        cpu: StageCpu | None = None,
     ) -> None:
         self.db = db
+        self.cpu = cpu  # the writer thread's CPU counts as "recording"
         self.ensure_schema = ensure_schema  # a store down at start gets its schema later
         self.config = config
         self.on_written = on_written
@@ -134,7 +137,11 @@ class PredictionWriter:
             batch = self._next_batch()
             if not batch:
                 return  # stopping and nothing left
-            self._write(batch)
+            if self.cpu is None:
+                self._write(batch)
+            else:
+                with self.cpu.measure("recording"):
+                    self._write(batch)
             with self._cond:
                 for record in batch:
                     self._pending.pop(record.request_id, None)

@@ -52,6 +52,17 @@ def test_knn_distance_is_zero_on_a_reference_vector_and_grows_with_the_angle() -
     assert knn_distance(x, bank, 1) == pytest.approx([0.0, 1 - 2**-0.5, 1.0], abs=1e-6)
 
 
+def test_knn_scorer_normalises_its_bank_once_and_scores_as_knn_distance() -> None:
+    rng = np.random.default_rng(3)
+    bank = rng.normal(size=(50, 6)).astype(np.float16)  # as bundles store it
+    scorer = OodScorer("knn", {"bank": bank}, threshold=0.5, k=3)
+    x = rng.normal(size=(7, 6))
+    assert scorer.score(x) == pytest.approx(knn_distance(x, bank, 3), abs=1e-6)
+    assert scorer.score(x[:2]) == pytest.approx(knn_distance(x[:2], bank, 3), abs=1e-6)
+    assert scorer.reference is scorer.reference  # computed once, not per call
+    assert np.linalg.norm(scorer.reference, axis=1) == pytest.approx(np.ones(50), abs=1e-6)
+
+
 def test_scorer_refuses_features_of_the_wrong_width() -> None:
     scorer = OodScorer("mahalanobis", fit_mahalanobis(*_two_classes(), 2), threshold=1.0)
     with pytest.raises(OodError, match=r"\[N, 8\]"):

@@ -251,7 +251,8 @@ def test_kubernetes_deployment_policy(k8s: dict[str, dict], dockerfile: list[Sta
 
     limits, requests = container["resources"]["limits"], container["resources"]["requests"]
     assert {"cpu", "memory"} <= set(limits) and {"cpu", "memory"} <= set(requests)
-    assert int(config["INFERENCE_THREADS"]) == math.ceil(_cpus(limits["cpu"]))
+    threads = int(config["INFERENCE_WORKERS"]) * int(config["INFERENCE_THREADS"])
+    assert threads == math.ceil(_cpus(limits["cpu"]))
     assert config["MODEL_DIR"] == runtime.env["MODEL_DIR"]
 
     security = container["securityContext"]

@@ -23,6 +23,7 @@ METRIC_NAMES = [
     "model_info",
     "model_live_accuracy",
     "feedback_total",
+    "stage_cpu_seconds_total",
 ]
 
 
@@ -69,6 +70,28 @@ def test_metrics_expose_every_documented_name(client: TestClient) -> None:
     docs = (ROOT / "docs" / "serving.md").read_text()
     for name in [*METRIC_NAMES, "model_drift_psi"]:
         assert f"`{name}" in docs, f"{name} is not listed in docs/serving.md"
+
+
+def stage_cpu(client: TestClient) -> dict[str, float]:
+    """`stage_cpu_seconds_total` of the app's /metrics, by stage."""
+    prefix = 'stage_cpu_seconds_total{stage="'
+    lines = [x for x in client.get("/metrics").text.splitlines() if x.startswith(prefix)]
+    return {x[len(prefix) :].split('"')[0]: float(x.rpartition(" ")[2]) for x in lines}
+
+
+def test_metrics_split_the_cpu_time_by_stage(client: TestClient) -> None:
+    """Decode, inference and recording each count their own threads' CPU time, and
+    ONNX Runtime's intra-op pool thread (two inference threads: one pool thread) counts
+    as inference."""
+    state = client.app.state.serving  # type: ignore[attr-defined]
+    assert len(state.engine.model.pool_threads) == 1
+    before = stage_cpu(client)
+    for photo in sorted((ROOT / "tests" / "data" / "fullres").glob("*.jpg"))[:8]:
+        assert upload(client, photo.read_bytes()).status_code == 200
+    after = stage_cpu(client)
+    assert set(after) == {"decode", "inference", "recording"}
+    for stage in after:
+        assert after[stage] > before[stage], stage
 
 
 def test_openapi_documents_every_endpoint(client: TestClient) -> None:

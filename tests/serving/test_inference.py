@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -60,3 +61,30 @@ def test_inference_threads_setting_reaches_onnx_runtime(bundle_dir: Path) -> Non
     for threads in (1, 2):
         options = Model(bundle_dir, threads=threads).session.get_session_options()
         assert options.intra_op_num_threads == threads
+
+
+def test_inference_workers_run_batches_at_once_with_each_batch_its_own_answers(
+    bundle_dir: Path,
+) -> None:
+    """Two workers: two single-photo batches meet inside the model at the same time (a
+    barrier that one worker alone could never pass), and each photo gets its own row."""
+    model = Model(bundle_dir, threads=1)
+    images = np.stack([imaging.load(p.read_bytes(), model.size) for p in PHOTOS[:2]])
+    alone = model.predict(imaging.to_batch(images))
+    barrier = threading.Barrier(2, timeout=30)
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        barrier.wait()  # BrokenBarrierError fails the batch if the other never comes
+        return model.predict(batch)
+
+    async def run() -> list[np.ndarray]:
+        batcher = MicroBatcher(predict, 1, 0.0, 64, workers=2)
+        batcher.start()
+        try:
+            results = await asyncio.gather(*(batcher.submit(images[i : i + 1]) for i in (0, 1)))
+        finally:
+            await batcher.stop()
+        return [probs for probs, _ in results]
+
+    rows = asyncio.run(run())
+    np.testing.assert_allclose(np.concatenate(rows), alone, atol=1e-5)

@@ -122,13 +122,14 @@ def test_every_variable_the_deployment_sets_is_a_setting_and_parses(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     deployed = _deployed_variables()
-    assert {"MODEL_DIR", "INFERENCE_THREADS", "DATABASE_URL", "SHUTDOWN_GRACE_S"} <= set(deployed)
+    assert {"MODEL_DIR", "INFERENCE_WORKERS", "DATABASE_URL", "SHUTDOWN_GRACE_S"} <= set(deployed)
     assert set(deployed) <= ENV_NAMES, set(deployed) - ENV_NAMES
     for name, value in deployed.items():
         if value is not None:
             monkeypatch.setenv(name, value)
     settings = Settings()
-    assert (settings.inference_threads, settings.model_dir) == (2, Path("/app/models/export"))
+    assert (settings.inference_workers, settings.inference_threads) == (2, 1)
+    assert settings.model_dir == Path("/app/models/export")
 
 
 def test_the_report_reads_drift_min_samples_when_its_arguments_are_parsed(
