@@ -92,7 +92,6 @@ def main() -> None:
     torch.set_num_threads(int(recipe["threads"]))
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     model, seconds = train_teacher(recipe, paths, cfg["seed"])
-    torch.save(model.inference_net.state_dict(), paths.teacher / "teacher.pt")
     net = fold_batch_norms(model.inference_net.eval())
     started = time.perf_counter()
     logits = {

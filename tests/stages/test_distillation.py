@@ -136,12 +136,9 @@ def test_teacher_stage_writes_logits_that_train_distils(
     assert (tmp_path / "models" / "checkpoints" / "best.ckpt").exists()
 
 
-@pytest.mark.parametrize("rows", [3])
-def test_train_refuses_teacher_logits_of_other_photos(
-    pipeline_repo: Path, tmp_path: Path, rows: int
-) -> None:
+def test_train_refuses_teacher_logits_of_other_photos(pipeline_repo: Path, tmp_path: Path) -> None:
     from stages.datamodule import PreparedSplit
 
-    np.save(tmp_path / "logits.npy", np.zeros((rows, 2), np.float32))
+    np.save(tmp_path / "logits.npy", np.zeros((3, 2), np.float32))
     with pytest.raises(SystemExit, match="teacher stage ran on other prepared photos"):
         PreparedSplit(pipeline_repo / "data" / "prepared", "train", None, tmp_path / "logits.npy")
